@@ -92,7 +92,7 @@ class SearchSpace:
             )
         if lo >= hi:
             raise ValueError(
-                f"lr bounds ({lo:g}, {hi:g}) are reversed or empty: give (low, high) with low < high"
+                f"lr bounds ({lo:g}, {hi:g}) are reversed or empty: give (low, high), low < high"
             )
         self.lr_bounds = (lo, hi)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from costbo.gpt2 import ModelShape
 
 
-class TrialStatus(str, Enum):
+class TrialStatus(StrEnum):
     """Where a trial stands. Only COMPLETE and DIVERGED runs teach the surrogate anything."""
 
     PENDING = "pending"  # asked, not yet told
@@ -105,8 +105,10 @@ class Recommendation:
     lr_cap: float | None = None  # strictly below every LR that diverged at a smaller fidelity
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in asdict(self).items()
+        }
 
     def __str__(self) -> str:
         return (

@@ -1,0 +1,313 @@
+"""The surrogate: a GP over (log10 LR, ln steps, ln width) for the final val loss, in nats.
+
+Its prior is a Bayesian polynomial surface plus a Matern-5/2 residual. The polynomial is
+quadratic-with-a-shrunk-cubic in the LR coordinate, centred on the prior's drifting optimum, with
+linear interactions between LR and the fidelities; its coefficients are integrated out (a feature
+kernel Phi Sigma Phi^T with prior means), so the uncertainty of the extrapolated full-scale
+optimum is exact. A stationary GP alone would revert to its mean at the full-scale corner, which
+no cheap run is near; the polynomial carries the structure (where the LR optimum sits and how it
+moves with steps and width) out there, and the residual GP absorbs what a polynomial cannot.
+
+Losses far above the best seen at the same fidelity (LRs far from the basin, where the loss
+saturates towards its starting value) get extra noise in proportion to how far they are, so they
+cannot dominate the quadratic fit. Diverged runs never enter the GP: ``divergence.py`` models them.
+Hyperparameters (residual lengthscales and scale, noise) are fitted by marginal likelihood with
+priors, via botorch's ``fit_gpytorch_mll``, from a fixed start so that fits are reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+
+import gpytorch
+import torch
+from botorch.models.gpytorch import GPyTorchModel
+from gpytorch.constraints import GreaterThan, Interval
+from gpytorch.priors import GammaPrior
+
+from costbo.priors import LearningRatePrior
+
+log = logging.getLogger(__name__)
+
+DTYPE = torch.float64
+# Inputs are scaled by these before the residual kernel, so that one Gamma prior with mean 1
+# means "half a decade of LR, a factor e^1.5 of steps or width" for the residual's lengthscales.
+INPUT_SCALE = torch.tensor([0.5, 1.5, 1.5], dtype=DTYPE)
+FAR_MARGIN = 0.25  # nats above the best loss at a fidelity before a point counts as far out
+FAR_NOISE_PER_NAT = 0.5  # extra noise sd per nat of excess loss beyond the margin
+BASE_NOISE_VAR = 1e-5  # (0.003 nats)^2: the published run-to-run roughness near the optimum
+
+FEATURE_NAMES = (
+    "1", "s", "w", "s^2", "w^2", "s*w",
+    "u", "u*s", "u*w", "u^2", "u^2*s", "u^2*w", "u^3",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PolynomialPrior:
+    """Prior means and standard deviations of the polynomial's coefficients (nats, decades)."""
+
+    means: tuple[float, ...]
+    sds: tuple[float, ...]
+
+    @classmethod
+    def from_lr_prior(cls, prior: LearningRatePrior, curvature: float = 0.25) -> PolynomialPrior:
+        # Curvature (nats per decade^2): published penalties at 2x/4x the best LR span ~0.03-0.6.
+        # The LR-linear terms b move the optimum by -b / (2 c); their sds are the prior's
+        # uncertainty about the optimum and its drift, converted through that relation.
+        two_c = 2.0 * curvature
+        means = [0.0] * 13
+        means[9] = curvature
+        means[12] = 0.05  # steeper on the high-LR side
+        sds = [
+            2.0, 1.0, 1.0, 0.3, 0.3, 0.3,  # level surface over (s, w)
+            two_c * prior.target_sd, two_c * prior.steps_slope_sd, two_c * prior.width_slope_sd,
+            0.15, 0.04, 0.06,  # curvature and how it changes with steps and width
+            0.08,  # shrunk cubic: an unshrunk one ran to the edges on real sweeps
+        ]  # fmt: skip
+        return cls(tuple(means), tuple(sds))
+
+
+class LossFeatures(torch.nn.Module):
+    """Phi(x) for scaled inputs z = (u, s, w) / INPUT_SCALE; u is log10 LR."""
+
+    def __init__(self, prior: LearningRatePrior) -> None:
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * INPUT_SCALE.to(z)
+        u, s, w = x[..., 0], x[..., 1], x[..., 2]
+        du = u - self.prior.optimum(s, w)
+        one = torch.ones_like(u)
+        cols = [one, s, w, s * s, w * w, s * w,
+                du, du * s, du * w, du**2, du**2 * s, du**2 * w, du**3]  # fmt: skip
+        return torch.stack(cols, dim=-1)
+
+
+class FeatureKernel(gpytorch.kernels.Kernel):
+    """k(x, x') = Phi(x) diag(v) Phi(x')^T: a polynomial with N(0, v) coefficients."""
+
+    is_stationary = False
+    has_lengthscale = False
+
+    def __init__(self, features: LossFeatures, variances: torch.Tensor) -> None:
+        super().__init__()
+        self.features = features
+        self.register_buffer("variances", variances)
+
+    def forward(self, x1, x2, diag=False, last_dim_is_batch=False, **params):
+        f1 = self.features(x1)
+        if diag:
+            return (f1 * f1 * self.variances).sum(-1)
+        f2 = self.features(x2)
+        return (f1 * self.variances) @ f2.transpose(-1, -2)
+
+
+class FeatureMean(gpytorch.means.Mean):
+    def __init__(self, features: LossFeatures, means: torch.Tensor) -> None:
+        super().__init__()
+        self.features = features
+        self.register_buffer("coefficient_means", means)
+
+    def forward(self, x):
+        return self.features(x) @ self.coefficient_means
+
+
+class LossGP(gpytorch.models.ExactGP, GPyTorchModel):
+    _num_outputs = 1
+
+    def __init__(self, train_z, train_y, likelihood, features, poly: PolynomialPrior):
+        gpytorch.models.ExactGP.__init__(self, train_z, train_y, likelihood)
+        self.mean_module = FeatureMean(features, torch.tensor(poly.means, dtype=DTYPE))
+        self.poly_kernel = FeatureKernel(features, torch.tensor(poly.sds, dtype=DTYPE) ** 2)
+        self.residual_kernel = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.MaternKernel(
+                nu=2.5,
+                ard_num_dims=3,
+                lengthscale_prior=GammaPrior(3.0, 3.0),
+                lengthscale_constraint=Interval(0.05, 20.0),
+            ),
+            outputscale_prior=GammaPrior(2.0, 2.0 / 2e-3),
+            outputscale_constraint=Interval(1e-6, 1.0),
+        )
+        self.covar_module = self.poly_kernel + self.residual_kernel
+
+    def forward(self, z):
+        return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
+
+
+def to_inputs(log10_lr, s, w) -> torch.Tensor:
+    """Stack (log10 LR, s, w) into the surrogate's scaled ``n x 3`` input tensor."""
+    x = torch.stack([torch.as_tensor(v, dtype=DTYPE).reshape(-1) for v in (log10_lr, s, w)], dim=-1)
+    return x / INPUT_SCALE
+
+
+def far_noise(y: torch.Tensor, fidelity_keys: list) -> torch.Tensor:
+    """Extra noise variance for losses far above the best at their fidelity (saturated LRs)."""
+    best: dict = {}
+    for key, value in zip(fidelity_keys, y.tolist(), strict=True):
+        best[key] = min(best.get(key, math.inf), value)
+    excess = torch.tensor(
+        [
+            max(0.0, v - best[k] - FAR_MARGIN)
+            for k, v in zip(fidelity_keys, y.tolist(), strict=True)
+        ],
+        dtype=DTYPE,
+    )
+    return (FAR_NOISE_PER_NAT * excess) ** 2
+
+
+class LossPosterior:
+    """Exact GP posterior of the latent val loss, with cached Cholesky factor (float64)."""
+
+    def __init__(self, model: LossGP | None, mean_fn, kernel_fn, z, y, noise, base_noise, y_ref):
+        self.model = model
+        self._mean_fn = mean_fn
+        self._kernel_fn = kernel_fn
+        self.z = z
+        self.y = y
+        self.noise = noise
+        self.base_noise = float(base_noise)
+        self.y_ref = float(y_ref)
+        n = z.shape[0]
+        if n:
+            k = kernel_fn(z, z) + torch.diag(noise)
+            jitter = 1e-9
+            while True:
+                chol, info = torch.linalg.cholesky_ex(k + jitter * torch.eye(n, dtype=DTYPE))
+                if int(info) == 0:
+                    break
+                jitter *= 10
+                if jitter > 1e-2:
+                    raise RuntimeError("surrogate covariance is not positive definite")
+            self._chol = chol
+            resid = (y - self.y_ref - mean_fn(z)).unsqueeze(-1)
+            self._alpha = torch.cholesky_solve(resid, chol).squeeze(-1)
+        else:
+            self._chol = None
+            self._alpha = None
+
+    @property
+    def n(self) -> int:
+        return int(self.z.shape[0])
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        m = self._mean_fn(z) + self.y_ref
+        if self.n:
+            m = m + self._kernel_fn(z, self.z) @ self._alpha
+        return m
+
+    def _whitened(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve_triangular(self._chol, self._kernel_fn(self.z, z), upper=False)
+
+    def cov(self, za: torch.Tensor, zb: torch.Tensor | None = None) -> torch.Tensor:
+        zb = za if zb is None else zb
+        c = self._kernel_fn(za, zb)
+        if self.n:
+            c = c - self._whitened(za).T @ self._whitened(zb)
+        return c
+
+    def var(self, z: torch.Tensor) -> torch.Tensor:
+        v = self._kernel_fn(z, z, diag=True)
+        if self.n:
+            v = v - (self._whitened(z) ** 2).sum(0)
+        return v.clamp_min(1e-12)
+
+    def with_fantasies(self, z_new: torch.Tensor) -> LossPosterior:
+        """The posterior after observing ``z_new`` at its current mean (kriging believer): used
+        for pending trials, so that asking again before telling looks elsewhere."""
+        if z_new.shape[0] == 0:
+            return self
+        y_new = self.mean(z_new)
+        return LossPosterior(
+            self.model,
+            self._mean_fn,
+            self._kernel_fn,
+            torch.cat([self.z, z_new]),
+            torch.cat([self.y, y_new]),
+            torch.cat([self.noise, torch.full((z_new.shape[0],), self.base_noise, dtype=DTYPE)]),
+            self.base_noise,
+            self.y_ref,
+        )
+
+
+class LossSurrogate:
+    """Fits the GP to finished runs and hands out ``LossPosterior`` objects."""
+
+    def __init__(self, prior: LearningRatePrior, curvature: float = 0.25) -> None:
+        self.prior = prior
+        self.poly = PolynomialPrior.from_lr_prior(prior, curvature)
+        self.features = LossFeatures(prior)
+
+    def _fresh_model(self, z, y, noise):
+        likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(
+            noise=noise.clone(),
+            learn_additional_noise=True,
+            noise_prior=GammaPrior(1.5, 1.5 / BASE_NOISE_VAR),
+            noise_constraint=GreaterThan(1e-8),
+        )
+        model = LossGP(z, y, likelihood, self.features, self.poly).to(DTYPE)
+        model.residual_kernel.outputscale = 2e-3
+        model.residual_kernel.base_kernel.lengthscale = torch.ones(1, 3, dtype=DTYPE)
+        likelihood.second_noise = BASE_NOISE_VAR
+        return model, likelihood
+
+    def fit(self, log10_lr, s, w, val_loss, fidelity_keys: list) -> LossPosterior:
+        """Posterior given finished, non-diverged runs (arrays of equal length, maybe empty)."""
+        z = to_inputs(log10_lr, s, w) if len(val_loss) else torch.zeros(0, 3, dtype=DTYPE)
+        y = torch.as_tensor(val_loss, dtype=DTYPE).reshape(-1)
+        if not torch.isfinite(y).all():
+            raise ValueError(
+                "the surrogate only takes finite val losses; diverged runs go elsewhere"
+            )
+        # gpytorch rounds fixed noise below 1e-6 up; do the same here so both agree.
+        noise = (
+            far_noise(y, fidelity_keys).clamp_min(1e-6) if len(y) else torch.zeros(0, dtype=DTYPE)
+        )
+        y_ref = float(y.mean()) if len(y) else 0.0
+        model, likelihood = self._fresh_model(
+            z if len(y) else torch.zeros(1, 3, dtype=DTYPE),
+            (y - y_ref) if len(y) else torch.zeros(1, dtype=DTYPE),
+            noise if len(y) else torch.ones(1, dtype=DTYPE),
+        )
+        if len(y) >= 2:
+            self._fit_hyperparameters(model, likelihood)
+        model.eval()
+        base_noise = float(likelihood.second_noise.detach().reshape(-1)[0])
+
+        def mean_fn(zz):
+            with torch.no_grad():
+                return model.mean_module(zz)
+
+        def kernel_fn(za, zb, diag=False):
+            with torch.no_grad(), gpytorch.settings.lazily_evaluate_kernels(False):
+                if diag:
+                    return model.covar_module(za, diag=True)
+                return model.covar_module(za, zb).to_dense()
+
+        return LossPosterior(model, mean_fn, kernel_fn, z, y, noise + base_noise, base_noise, y_ref)
+
+    @staticmethod
+    def _fit_hyperparameters(model: LossGP, likelihood) -> None:
+        from botorch.optim.fit import fit_gpytorch_mll_scipy
+
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+        model.train()
+        likelihood.train()
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = fit_gpytorch_mll_scipy(mll, options={"maxiter": 150})
+            values = [p for p in model.parameters()]
+            if not all(torch.isfinite(p).all() for p in values):
+                raise RuntimeError(f"non-finite hyperparameters ({result.message})")
+        except Exception as err:  # a degenerate data set must never crash a study
+            log.warning("GP hyperparameter fit failed (%s); keeping the prior's values", err)
+            model.load_state_dict(start)
+        model.eval()
+        likelihood.eval()
