@@ -35,12 +35,16 @@ _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 @dataclass
 class Candidates:
     """``n`` candidate runs: surrogate inputs ``z`` (n x 3), the LR grid value ``log10_lr``,
-    their divergence probability and predicted mean dollars."""
+    their divergence probability, predicted mean dollars, and the observation noise variance
+    their loss will get (nats^2): far from their rung's basin the surrogate discounts a loss
+    (see ``surrogate.far_noise``), so the lookahead must expect that discount too, or it keeps
+    buying runs at the LR extremes."""
 
     z: torch.Tensor
     log10_lr: np.ndarray
     p_diverge: np.ndarray
     dollars: np.ndarray
+    noise: np.ndarray
 
 
 @dataclass
@@ -63,7 +67,7 @@ def kg_per_dollar(post: LossPosterior, cand: Candidates, target: TargetSlice) ->
     mu_t = post.mean(target.z).numpy()
     r = risk_adjusted(mu_t, target)
     cross = post.cov(target.z, cand.z).numpy()  # m x n
-    var_x = post.var(cand.z).numpy() + post.base_noise
+    var_x = post.var(cand.z).numpy() + cand.noise
     sigma_tilde = (1.0 - target.p_diverge)[:, None] * cross / np.sqrt(var_x)[None, :]  # m x n
     # E_Z[min_j (r_j + sigma_tilde_jx Z)] for every candidate x, by quadrature over Z.
     shifted = r[None, :, None] + sigma_tilde.T[:, :, None] * _GH_NODES[None, None, :]
@@ -89,7 +93,7 @@ def ei_per_dollar(post: LossPosterior, cand: Candidates, target: TargetSlice) ->
     var_x = post.var(cand.z).numpy()
     cross = _paired_cov(post, cand.z, z_t)
     corr = np.clip(cross / np.sqrt(var_x * var_t), 0.0, 1.0)
-    not_noise = 1.0 - np.sqrt(post.base_noise / (var_x + post.base_noise))
+    not_noise = 1.0 - np.sqrt(cand.noise / (var_x + cand.noise))
     return ei * corr * not_noise * (1.0 - cand.p_diverge) / cand.dollars
 
 

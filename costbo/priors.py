@@ -53,8 +53,8 @@ class LearningRatePrior:
 
     target_log10_lr: float
     target_sd: float = 0.25
-    width_slope: float = -0.6 / LN10
-    width_slope_sd: float = 0.12
+    width_slope: float = -0.8 / LN10
+    width_slope_sd: float = 0.15
     steps_slope: float = -0.1 / LN10
     steps_slope_sd: float = 0.06
     divergence_ratio: float = 7.0

@@ -14,7 +14,9 @@ import math
 import numpy as np
 import torch
 
-from costbo.divergence import DivergenceModel
+from scipy.special import ndtr
+
+from costbo.divergence import SHARPNESS, DivergenceModel
 from costbo.surrogate import DTYPE, LossPosterior, to_inputs
 from costbo.trial import Recommendation
 
@@ -52,6 +54,9 @@ def recommend(
     n_observations: int,
     seed: int,
 ) -> Recommendation:
+    """Minimize the posterior expected risk-adjusted loss over ``log10_lr`` (the target's
+    plausible LR window), coherently per posterior sample: each sampled loss curve brings its
+    own optimum, and the divergence boundary sits the learned ratio above that optimum."""
     grid = np.asarray(log10_lr, dtype=float)
     if lr_cap is not None:
         allowed = grid < math.log10(lr_cap) - 1e-9
@@ -59,13 +64,13 @@ def recommend(
             allowed = grid <= grid.min()  # every LR in range diverged somewhere: the lowest
         grid = grid[allowed]
     mean, cov, _, samples = optimum_samples(post, grid, 0.0, 0.0, seed)
-    argmins = grid[samples.argmin(axis=1)]
-    opt_mean = float(grid[mean.argmin()])
-    opt_sd = float(np.std(argmins))
-    p = divergence.probability(grid, 0.0, 0.0, opt_mean, opt_sd)
-    risk = (1.0 - p) * mean + p * divergence_loss
+    sample_opt = grid[samples.argmin(axis=1)]  # S
+    offset, offset_sd = divergence.boundary(0.0, 0.0, 0.0)
+    scale = math.sqrt(SHARPNESS**2 + float(offset_sd) ** 2)
+    p = ndtr((grid[None, :] - (sample_opt[:, None] + float(offset))) / scale)  # S x m
+    sample_risk = (1.0 - p) * samples + p * divergence_loss
+    risk = sample_risk.mean(axis=0)
     best = int(risk.argmin())
-    sample_risk = (1.0 - p)[None, :] * samples + p[None, :] * divergence_loss
     sample_best = grid[sample_risk.argmin(axis=1)]
     low, high = np.quantile(sample_best, [0.05, 0.95])
     rec = float(grid[best])
@@ -76,7 +81,7 @@ def recommend(
         lr_high=10.0 ** float(high),
         val_loss=float(mean[best]),
         val_loss_std=float(math.sqrt(max(float(cov[best, best]), 0.0))),
-        divergence_probability=float(p[best]),
+        divergence_probability=float(p[:, best].mean()),
         target_steps=target_steps,
         target_width=target_width,
         n_observations=n_observations,

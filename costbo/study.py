@@ -18,6 +18,7 @@ trials, the same spend and the same next proposal.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -33,12 +34,25 @@ from costbo.journal import FORMAT_VERSION, Journal, JournalError, read_events
 from costbo.priors import LearningRatePrior
 from costbo.recommendation import recommend
 from costbo.space import Fidelity, SearchSpace
-from costbo.surrogate import LossPosterior, LossSurrogate, to_inputs
+from costbo.surrogate import LossPosterior, LossSurrogate, expected_far_noise, to_inputs
 from costbo.trial import BudgetExhausted, Recommendation, Trial, TrialStatus
 
 INITIAL_OFFSETS = (-0.5, 0.0, 0.5)  # decades around the prior optimum of the cheapest rung
 CANDIDATE_WINDOW = (-1.2, 0.9)  # decades around each rung's current best LR worth probing
 RECOMMENDATION_GRID = 161
+TARGET_WINDOW = 1.0  # decades either side of the prior's full-scale optimum
+
+
+@contextlib.contextmanager
+def _single_threaded():
+    """Run the model arithmetic on one thread: its matrices are tens to hundreds wide, where
+    torch's thread pool costs far more than it saves (8x slower on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _positive(name: str, value: object, fix: str) -> float:
@@ -354,7 +368,8 @@ class Study:
         remaining = self.remaining
         if lr is not None or steps is not None or model is not None:
             return self._ask_fixed(lr, steps, model, remaining)
-        fidelity, log10_lr, prediction = self._propose(remaining)
+        with _single_threaded():
+            fidelity, log10_lr, prediction = self._propose(remaining)
         return self._new_trial(10.0**log10_lr, fidelity, prediction)
 
     def _ask_fixed(self, lr, steps, model, remaining) -> Trial:
@@ -435,11 +450,14 @@ class Study:
         s = np.array([r[3] for r in rows])
         w = np.array([r[4] for r in rows])
         opt = np.array([state["optimum"][r[0]] for r in rows])
+        z = to_inputs(u, s, w)
+        rung_best = np.array([state["rung_best_loss"][r[0]] for r in rows])
         cand = Candidates(
-            z=to_inputs(u, s, w),
+            z=z,
             log10_lr=u,
             p_diverge=self._divergence.probability(u, s, w, opt),
             dollars=np.array([predictions[r[0]].dollars for r in rows]),
+            noise=post.base_noise + expected_far_noise(post.mean(z).numpy(), rung_best),
         )
         values = ACQUISITIONS[self.acquisition](post, cand, target)
         values = np.where(np.isfinite(values), values, -np.inf)
@@ -509,7 +527,7 @@ class Study:
             [t.val_loss for t in done],
             [(t.steps, t.model) for t in done],
         )
-        optimum = self._rung_optima(post)
+        optimum, rung_best_loss = self._rung_optima(post)
         informative = [
             t for t in self._trials if t.status in (TrialStatus.COMPLETE, TrialStatus.DIVERGED)
         ]
@@ -523,13 +541,19 @@ class Study:
             [optimum[f] for f in fids],
         )
         finite = [t.val_loss for t in done]
-        self._state = {"posterior": post, "optimum": optimum, "max_loss": max(finite, default=0)}
+        self._state = {
+            "posterior": post,
+            "optimum": optimum,
+            "rung_best_loss": rung_best_loss,
+            "max_loss": max(finite, default=0),
+        }
         self._state_key = key
         return self._state
 
-    def _rung_optima(self, post: LossPosterior) -> dict[Fidelity, float]:
+    def _rung_optima(self, post: LossPosterior) -> tuple[dict[Fidelity, float], dict]:
         """Best log10 LR of the posterior mean at every fidelity, kept within 1.5 decades of
-        the prior's, so that a flat or ill-determined rung cannot point at the grid's edge."""
+        the prior's, so that a flat or ill-determined rung cannot point at the grid's edge;
+        and the posterior mean loss there (nats)."""
         fids = list(self.space.fidelities)
         coords = [self.space.fidelity_coordinates(f) for f in fids]
         g = len(self.lr_grid)
@@ -537,28 +561,44 @@ class Study:
         s = np.repeat([c[0] for c in coords], g)
         w = np.repeat([c[1] for c in coords], g)
         mean = post.mean(to_inputs(u, s, w)).numpy().reshape(len(fids), g)
-        out = {}
+        optimum, best_loss = {}, {}
         for k, f in enumerate(fids):
             prior_opt = self.prior.optimum(*coords[k])
-            out[f] = float(
+            optimum[f] = float(
                 np.clip(self.lr_grid[mean[k].argmin()], prior_opt - 1.5, prior_opt + 1.5)
             )
-        return out
+            best_loss[f] = float(mean[k].min())
+        return optimum, best_loss
 
     def _divergence_loss(self, state: dict) -> float:
         """Loss charged to a diverged full-scale run: worse than anything seen or predicted,
         and at least the loss of an untrained model."""
         return max(math.log(VOCAB_SIZE), state["max_loss"] + 1.0)
 
+    def _target_window(self, state: dict) -> tuple[float, float]:
+        """The log10-LR range where the full-scale answer may lie: the prior band widened to
+        +-TARGET_WINDOW decades, stretched to include the posterior's current best. Outside
+        it, unexplored edges of the slice (wide posterior, no data) would pose as optima."""
+        centre = self.prior.target_log10_lr
+        best = state["optimum"][self.space.target]
+        lo = min(centre - TARGET_WINDOW, best - 0.5)
+        hi = max(centre + TARGET_WINDOW, best + 0.5)
+        bounds = self.space.log10_lr_bounds
+        return max(lo, bounds[0]), min(hi, bounds[1])
+
     def _target_slice(self, state: dict) -> TargetSlice:
-        g = len(self.lr_grid)
-        z = to_inputs(self.lr_grid, np.zeros(g), np.zeros(g))
+        lo, hi = self._target_window(state)
+        grid = self.lr_grid[(self.lr_grid >= lo - 1e-9) & (self.lr_grid <= hi + 1e-9)]
+        if grid.size == 0:
+            grid = np.array([np.clip(state["optimum"][self.space.target], lo, hi)])
+        g = len(grid)
+        z = to_inputs(grid, np.zeros(g), np.zeros(g))
         opt = state["optimum"][self.space.target]
         cap = self._lr_cap()
-        p = self._divergence.probability(self.lr_grid, 0.0, 0.0, opt)
+        p = self._divergence.probability(grid, 0.0, 0.0, opt)
         if cap is not None:
-            p = np.where(self.lr_grid >= math.log10(cap) - 1e-9, 1.0, p)
-        return TargetSlice(z=z, log10_lr=self.lr_grid, p_diverge=p,
+            p = np.where(grid >= math.log10(cap) - 1e-9, 1.0, p)
+        return TargetSlice(z=z, log10_lr=grid, p_diverge=p,
                            divergence_loss=self._divergence_loss(state))  # fmt: skip
 
     def _lr_cap(self) -> float | None:
@@ -683,8 +723,15 @@ class Study:
                 "no finished runs yet: tell() at least one completed or diverged run before "
                 "recommend()"
             )
+        with _single_threaded():
+            return self._recommend()
+
+    def _recommend(self) -> Recommendation:
+        informative = [
+            t for t in self._trials if t.status in (TrialStatus.COMPLETE, TrialStatus.DIVERGED)
+        ]
         state = self._fit()
-        lo, hi = self.space.log10_lr_bounds
+        lo, hi = self._target_window(state)
         grid = np.linspace(lo, hi, RECOMMENDATION_GRID)
         return recommend(
             state["posterior"],
@@ -704,7 +751,8 @@ class Study:
         """Posterior mean and sd of the val loss (nats) over an LR grid at one fidelity
         (default: the target), and the probability of divergence there: for plots."""
         fidelity = fidelity or self.space.target
-        state = self._fit()
+        with _single_threaded():
+            state = self._fit()
         s, w = self.space.fidelity_coordinates(fidelity)
         u = np.linspace(*self.space.log10_lr_bounds, 121) if log10_lr is None else log10_lr
         z = to_inputs(u, np.full(len(u), s), np.full(len(u), w))
@@ -719,7 +767,8 @@ class Study:
 
     def best_lr(self, fidelity: Fidelity) -> float:
         """The model's best LR at a fidelity (posterior-mean argmin on the candidate grid)."""
-        return 10.0 ** self._fit()["optimum"][fidelity]
+        with _single_threaded():
+            return 10.0 ** self._fit()["optimum"][fidelity]
 
     def trials_dataframe(self):
         """One row per trial (pandas): id, lr, steps, width, depth, heads, status, val_loss,

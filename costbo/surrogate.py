@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 
 import gpytorch
+import numpy as np
 import torch
 from botorch.models.gpytorch import GPyTorchModel
 from gpytorch.constraints import GreaterThan, Interval
@@ -161,6 +162,13 @@ def far_noise(y: torch.Tensor, fidelity_keys: list) -> torch.Tensor:
     return (FAR_NOISE_PER_NAT * excess) ** 2
 
 
+def expected_far_noise(predicted: np.ndarray, rung_best: np.ndarray) -> np.ndarray:
+    """The extra noise variance ``far_noise`` will give a loss predicted at ``predicted`` on a
+    rung whose best predicted loss is ``rung_best``."""
+    excess = np.maximum(0.0, np.asarray(predicted) - np.asarray(rung_best) - FAR_MARGIN)
+    return (FAR_NOISE_PER_NAT * excess) ** 2
+
+
 class LossPosterior:
     """Exact GP posterior of the latent val loss, with cached Cholesky factor (float64)."""
 
@@ -293,21 +301,68 @@ class LossSurrogate:
 
     @staticmethod
     def _fit_hyperparameters(model: LossGP, likelihood) -> None:
-        from botorch.optim.fit import fit_gpytorch_mll_scipy
+        """MAP of the residual's lengthscales and scale and the base noise (log marginal
+        likelihood + log priors), by L-BFGS-B over log-parameters from a fixed start.
 
-        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
-        model.train()
-        likelihood.train()
-        start = {k: v.clone() for k, v in model.state_dict().items()}
+        The marginal likelihood is written out in torch rather than taken through gpytorch's
+        lazily evaluated modules: for the tens of points a study has, that machinery costs
+        ~100x the arithmetic, and ask() must stay well under a second.
+        """
+        from scipy.optimize import minimize
+
+        z = model.train_inputs[0]
+        y = model.train_targets
+        fixed_noise = likelihood.noise_covar.noise.detach()
+        with torch.no_grad():
+            k_poly = model.poly_kernel(z, z).to_dense()
+            resid0 = y - model.mean_module(z)
+        sq = ((z[:, None, :] - z[None, :, :]) ** 2).detach()
+        lengthscale_prior = GammaPrior(3.0, 3.0)
+        outputscale_prior = GammaPrior(2.0, 2.0 / 2e-3)
+        noise_prior = GammaPrior(1.5, 1.5 / BASE_NOISE_VAR)
+        n = len(y)
+        eye = torch.eye(n, dtype=DTYPE)
+
+        def objective(theta_np):
+            theta = torch.tensor(theta_np, dtype=DTYPE, requires_grad=True)
+            ls = theta[:3].exp()
+            outputscale = theta[3].exp()
+            noise = theta[4].exp()
+            r = torch.sqrt((sq / ls**2).sum(-1) + 1e-12)
+            matern = (1 + math.sqrt(5) * r + 5.0 / 3.0 * r**2) * torch.exp(-math.sqrt(5) * r)
+            k = k_poly + outputscale * matern + torch.diag(fixed_noise + noise) + 1e-9 * eye
+            chol, info = torch.linalg.cholesky_ex(k)
+            if int(info) != 0:
+                return 1e10, np.zeros_like(theta_np)
+            alpha = torch.cholesky_solve(resid0[:, None], chol)[:, 0]
+            mll = -0.5 * (resid0 * alpha).sum() - torch.log(torch.diagonal(chol)).sum()
+            log_prior = (
+                lengthscale_prior.log_prob(ls).sum()
+                + outputscale_prior.log_prob(outputscale)
+                + noise_prior.log_prob(noise)
+            )
+            loss = -(mll + log_prior) / n
+            loss.backward()
+            return float(loss), theta.grad.numpy().copy()
+
+        start = np.log([1.0, 1.0, 1.0, 2e-3, BASE_NOISE_VAR])
+        bounds = [(math.log(0.05), math.log(20.0))] * 3 + [
+            (math.log(1e-6), math.log(1.0)),
+            (math.log(1e-8), math.log(1.0)),
+        ]
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = fit_gpytorch_mll_scipy(mll, options={"maxiter": 150})
-            values = [p for p in model.parameters()]
-            if not all(torch.isfinite(p).all() for p in values):
-                raise RuntimeError(f"non-finite hyperparameters ({result.message})")
+            result = minimize(
+                objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                options={"maxiter": 200},
+            )  # fmt: skip
+            theta = result.x if np.all(np.isfinite(result.x)) else start
         except Exception as err:  # a degenerate data set must never crash a study
             log.warning("GP hyperparameter fit failed (%s); keeping the prior's values", err)
-            model.load_state_dict(start)
+            theta = start
+        model.residual_kernel.base_kernel.lengthscale = torch.tensor(
+            np.exp(theta[:3]), dtype=DTYPE
+        ).reshape(1, 3)
+        model.residual_kernel.outputscale = float(np.exp(theta[3]))
+        likelihood.second_noise = float(np.exp(theta[4]))
         model.eval()
         likelihood.eval()
