@@ -1,5 +1,5 @@
-"""The ``costbo`` command: init, probe, optimize, status, recommend, final, pull, sync,
-prepare-data. Every subcommand reads one TOML config (``--config``, default ./costbo.toml);
+"""The ``costbo`` command: init, probe, optimize, status, recommend, final, plot, report, pull,
+sync, prepare-data. Every subcommand reads one TOML config (``--config``, default ./costbo.toml);
 ``docs/cli.md`` is the reference.
 
 Exit codes: 0 done; 1 a run or an S3 transfer failed; 2 a bad config, journal or argument;
@@ -114,6 +114,39 @@ def build_parser() -> argparse.ArgumentParser:
         "tuning budget; journal predicted and actual val loss and HellaSwag.",
     )
     _add_config(p)
+
+    p = sub.add_parser(
+        "plot",
+        help="figures of the study (PNG and PDF)",
+        description="Write the study's figures as PNG and PDF: the posterior at full "
+        "scale, the slice at each rung, the drift of the optimum, spend and the "
+        "recommendation run by run, learning curves, and the cost model. Read-only: "
+        "works while optimize runs.",
+    )
+    _add_config(p)
+    p.add_argument(
+        "--out", metavar="DIR", help="folder for the figures (default: <runs dir>/figures)"
+    )
+    p.add_argument(
+        "--history-points",
+        type=int,
+        default=12,
+        metavar="N",
+        help="recommendations to recompute for the spend figure (one model fit each; default 12)",
+    )
+
+    p = sub.add_parser(
+        "report",
+        help="experiment table, costs and the justified LR",
+        description="Print (or write) the course's experiment table, the probe's cost "
+        "analysis, the total expenditure and the selected LR with a justification "
+        "from the model. CSV holds the experiment table only.",
+    )
+    _add_config(p)
+    p.add_argument(
+        "--format", choices=("md", "csv", "tex"), default="md", help="output format (default: md)"
+    )
+    p.add_argument("--out", metavar="FILE", help="write to FILE instead of printing")
 
     p = sub.add_parser(
         "pull",
@@ -347,6 +380,38 @@ def cmd_final(args, console: Console) -> int:
     return final(_config(args), console=console)
 
 
+def cmd_plot(args, console: Console) -> int:
+    from costbo.plots import save_all
+
+    config = _config(args)
+    if args.history_points < 1:
+        raise ConfigError(f"--history-points {args.history_points} must be at least 1")
+    out = Path(args.out) if args.out else config.study.runs_dir / "figures"
+    saved = save_all(config, out, max_history_points=args.history_points)
+    for paths in saved.paths.values():
+        console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
+    for name, reason in saved.skipped.items():
+        console.print(f"skipped {name}: {reason}", highlight=False, markup=False)
+    if not saved.paths:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_report(args, console: Console) -> int:
+    from costbo.report import render_report
+
+    config = _config(args)
+    text = render_report(config, args.format)
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        console.print(f"wrote {path}", highlight=False, markup=False)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _require_s3(config: Config):
     if config.s3 is None:
         raise ConfigError(
@@ -428,6 +493,8 @@ COMMANDS = {
     "status": cmd_status,
     "recommend": cmd_recommend,
     "final": cmd_final,
+    "plot": cmd_plot,
+    "report": cmd_report,
     "pull": cmd_pull,
     "sync": cmd_sync,
     "prepare-data": cmd_prepare_data,

@@ -3,9 +3,10 @@
 It prepares byte-level shards of the default corpus (``costbo.corpus.prepare_data``) in
 ``<demo dir>/data``, writes ``<demo dir>/costbo.toml`` for the CPU twin (``costbo-twin``) with a
 tiny ladder (explicit shapes (1,32,1) .. (2,128,2), 50..400 steps, ``-b 16 -t 128 -d 2048``),
-probes the shapes once, and runs the same tuning loop as ``costbo optimize``. The price is
-nominal (10 cents per CPU second) so that the budget means something: $20 buys about 200 s of
-twin runs. Rerunning resumes the study; delete the demo dir to start fresh.
+probes the shapes once, runs the same tuning loop as ``costbo optimize``, and ends by writing
+the figures and the report (``costbo plot``, ``costbo report``) to ``<demo dir>/report``. The
+price is nominal (10 cents per CPU second) so that the budget means something: $20 buys about
+200 s of twin runs. Rerunning resumes the study; delete the demo dir to start fresh.
 """
 
 from __future__ import annotations
@@ -133,9 +134,26 @@ def run_demo(
             return code
     summary = optimize(config, max_runs=max_runs, console=console)
     if summary.exit_code == 0:
+        write_demo_report(config, console)
         console.print(
             f"demo done: see `costbo status --config {config.path}`; the full-scale run at the "
             f"recommended LR: `costbo final --config {config.path}`",
             highlight=False,
         )
     return summary.exit_code
+
+
+def write_demo_report(config, console: Console) -> None:
+    """The figures (PNG and PDF) and the Markdown report in ``<demo dir>/report``."""
+    from costbo.plots import save_all
+    from costbo.report import write_report
+
+    out = config.path.parent / "report"
+    saved = save_all(config, out / "figures")
+    report = write_report(config, out / "report.md", "md")
+    skipped = "".join(f"; skipped {name}: {why}" for name, why in saved.skipped.items())
+    console.print(
+        f"figures in {out / 'figures'} ({len(saved.paths)}), report in {report}{skipped}",
+        highlight=False,
+        markup=False,
+    )

@@ -80,7 +80,8 @@ def read_events(path: str | Path) -> tuple[list[dict], int]:
                 "or remove that line by hand"
             ) from None
         events.append(event)
-        offset += len(raw) + 1
+        # an unterminated but complete last event has no newline to count; repair_tail adds it
+        offset += len(raw) + (0 if is_last else 1)
     if events and events[0].get("event") != "create":
         raise JournalError(f"journal {path} does not start with a 'create' event: not a journal")
     if not events and data.strip():
@@ -118,15 +119,20 @@ class Journal:
     def repair_tail(self, valid_length: int) -> None:
         """Move a truncated last line aside so that new events start on a fresh line."""
         size = os.fstat(self._fd).st_size
-        if size <= valid_length:
-            return
-        with open(self.path, "rb") as f:
-            f.seek(valid_length)
-            tail = f.read()
-        aside = self.path.with_name(f"{self.path.name}.partial-{int(time.time())}")
-        aside.write_bytes(tail)
-        os.ftruncate(self._fd, valid_length)
-        os.fsync(self._fd)
+        if size > valid_length:
+            with open(self.path, "rb") as f:
+                f.seek(valid_length)
+                tail = f.read()
+            aside = self.path.with_name(f"{self.path.name}.partial-{int(time.time())}")
+            aside.write_bytes(tail)
+            os.ftruncate(self._fd, valid_length)
+            os.fsync(self._fd)
+        if valid_length > 0:
+            with open(self.path, "rb") as f:
+                f.seek(valid_length - 1)
+                if f.read(1) != b"\n":  # a complete last event whose newline never landed
+                    os.write(self._fd, b"\n")
+                    os.fsync(self._fd)
 
     def append(self, event: dict) -> None:
         if self._fd is None:

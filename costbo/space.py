@@ -9,6 +9,7 @@ and width relative to the target, so the full-scale corner sits at (s, w) = (0, 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -51,8 +52,9 @@ def _check_rungs(name: str, values: Iterable[object]) -> list[int]:
     if not values:
         raise ValueError(f"{name} rungs are empty: give at least one, e.g. {name}=[100, 4725]")
     for v in values:
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v <= 0:
             raise ValueError(f"{name} rung {v!r} is not a positive integer: use whole numbers > 0")
+    values = [int(v) for v in values]
     for a, b in zip(values, values[1:], strict=False):
         if a == b:
             raise ValueError(f"{name} rung {a} appears twice: list each rung once")

@@ -114,7 +114,12 @@ class Study:
             raise ValueError(
                 f"acquisition {acquisition!r} is unknown: choose one of {sorted(ACQUISITIONS)}"
             )
-        if isinstance(reserve, bool) or not isinstance(reserve, int | float) or reserve < 0:
+        if (
+            isinstance(reserve, bool)
+            or not isinstance(reserve, int | float)
+            or not math.isfinite(reserve)
+            or reserve < 0
+        ):
             raise ValueError(f"reserve {reserve!r} must be a number of dollars >= 0")
         if reserve >= budget:
             raise ValueError(f"reserve {reserve!r} leaves nothing of the budget {budget!r}")
@@ -551,9 +556,9 @@ class Study:
         return self._state
 
     def _rung_optima(self, post: LossPosterior) -> tuple[dict[Fidelity, float], dict]:
-        """Best log10 LR of the posterior mean at every fidelity, kept within 1.5 decades of
-        the prior's, so that a flat or ill-determined rung cannot point at the grid's edge;
-        and the posterior mean loss there (nats)."""
+        """Best log10 LR of the posterior mean at every fidelity, searched within
+        TARGET_WINDOW decades of the prior's, so that a flat or ill-determined rung cannot
+        point at the grid's edge; and the posterior mean loss there (nats)."""
         fids = list(self.space.fidelities)
         coords = [self.space.fidelity_coordinates(f) for f in fids]
         g = len(self.lr_grid)
@@ -564,9 +569,11 @@ class Study:
         optimum, best_loss = {}, {}
         for k, f in enumerate(fids):
             prior_opt = self.prior.optimum(*coords[k])
-            optimum[f] = float(
-                np.clip(self.lr_grid[mean[k].argmin()], prior_opt - 1.5, prior_opt + 1.5)
-            )
+            inside = np.abs(self.lr_grid - prior_opt) <= TARGET_WINDOW + 1e-9
+            if not inside.any():
+                inside = np.abs(self.lr_grid - prior_opt) == np.abs(self.lr_grid - prior_opt).min()
+            row = np.where(inside, mean[k], np.inf)
+            optimum[f] = float(self.lr_grid[row.argmin()])
             best_loss[f] = float(mean[k].min())
         return optimum, best_loss
 
@@ -651,7 +658,7 @@ class Study:
                 f"tell({trial_id}) needs seconds= (the run's wall-clock or simulated seconds): "
                 "the money a run spent is always accounted"
             )
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float | np.floating):
             raise ValueError(f"seconds {seconds!r} for trial {trial_id} must be a number")
         if not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"seconds {seconds!r} for trial {trial_id} must be finite and >= 0")
@@ -689,7 +696,8 @@ class Study:
             )
         loss = None
         if val_loss is not None and isinstance(val_loss, int | float | np.floating):
-            loss = float(val_loss)
+            # the journal has no NaN: keep memory and a resumed study identical
+            loss = float(val_loss) if math.isfinite(val_loss) else None
         return {
             "status": status.value,
             "val_loss": loss,

@@ -1,8 +1,9 @@
 """The surrogate: a GP over (log10 LR, ln steps, ln width) for the final val loss, in nats.
 
-Its prior is a Bayesian polynomial surface plus a Matern-5/2 residual. The polynomial is
-quadratic-with-a-shrunk-cubic in the LR coordinate, centred on the prior's drifting optimum, with
-linear interactions between LR and the fidelities; its coefficients are integrated out (a feature
+Its prior is a Bayesian polynomial surface plus a Matern-5/2 residual. The polynomial is an
+asymmetric parabola in the LR coordinate (separate curvatures below and above the prior's
+drifting optimum: gentle low side, steep high side, never a spurious second minimum as a cubic
+term gives when extrapolated), with linear interactions between LR and the fidelities; its coefficients are integrated out (a feature
 kernel Phi Sigma Phi^T with prior means), so the uncertainty of the extrapolated full-scale
 optimum is exact. A stationary GP alone would revert to its mean at the full-scale corner, which
 no cheap run is near; the polynomial carries the structure (where the LR optimum sits and how it
@@ -43,7 +44,7 @@ BASE_NOISE_VAR = 1e-5  # (0.003 nats)^2: the published run-to-run roughness near
 
 FEATURE_NAMES = (
     "1", "s", "w", "s^2", "w^2", "s*w",
-    "u", "u*s", "u*w", "u^2", "u^2*s", "u^2*w", "u^3",
+    "u", "u*s", "u*w", "min(u,0)^2", "max(u,0)^2", "u^2*s", "u^2*w",
 )  # fmt: skip
 
 
@@ -61,13 +62,15 @@ class PolynomialPrior:
         # uncertainty about the optimum and its drift, converted through that relation.
         two_c = 2.0 * curvature
         means = [0.0] * 13
-        means[9] = curvature
-        means[12] = 0.05  # steeper on the high-LR side
+        means[9] = 0.8 * curvature  # gentle on the low-LR side ...
+        means[10] = 1.4 * curvature  # ... steep on the high side
         sds = [
             2.0, 1.0, 1.0, 0.3, 0.3, 0.3,  # level surface over (s, w)
             two_c * prior.target_sd, two_c * prior.steps_slope_sd, two_c * prior.width_slope_sd,
-            0.15, 0.04, 0.06,  # curvature and how it changes with steps and width
-            0.08,  # shrunk cubic: an unshrunk one ran to the edges on real sweeps
+            # curvature below and above the optimum; kept away from zero, where a flat basin
+            # would let the residual's wiggles put the argmin anywhere
+            0.35 * curvature, 0.5 * curvature,
+            0.04, 0.06,  # how curvature changes with steps and width
         ]  # fmt: skip
         return cls(tuple(means), tuple(sds))
 
@@ -84,8 +87,9 @@ class LossFeatures(torch.nn.Module):
         u, s, w = x[..., 0], x[..., 1], x[..., 2]
         du = u - self.prior.optimum(s, w)
         one = torch.ones_like(u)
+        low, high = du.clamp(max=0.0), du.clamp(min=0.0)
         cols = [one, s, w, s * s, w * w, s * w,
-                du, du * s, du * w, du**2, du**2 * s, du**2 * w, du**3]  # fmt: skip
+                du, du * s, du * w, low**2, high**2, du**2 * s, du**2 * w]  # fmt: skip
         return torch.stack(cols, dim=-1)
 
 
@@ -276,7 +280,8 @@ class LossSurrogate:
         noise = (
             far_noise(y, fidelity_keys).clamp_min(1e-6) if len(y) else torch.zeros(0, dtype=DTYPE)
         )
-        y_ref = float(y.mean()) if len(y) else 0.0
+        # the median, not the mean: one absurd loss must not shift every prediction
+        y_ref = float(y.median()) if len(y) else 0.0
         model, likelihood = self._fresh_model(
             z if len(y) else torch.zeros(1, 3, dtype=DTYPE),
             (y - y_ref) if len(y) else torch.zeros(1, dtype=DTYPE),
@@ -316,7 +321,7 @@ class LossSurrogate:
         with torch.no_grad():
             k_poly = model.poly_kernel(z, z).to_dense()
             resid0 = y - model.mean_module(z)
-        sq = ((z[:, None, :] - z[None, :, :]) ** 2).detach()
+        sq = (z[:, None, :] - z[None, :, :]).detach() ** 2
         lengthscale_prior = GammaPrior(3.0, 3.0)
         outputscale_prior = GammaPrior(2.0, 2.0 / 2e-3)
         noise_prior = GammaPrior(1.5, 1.5 / BASE_NOISE_VAR)
@@ -343,7 +348,7 @@ class LossSurrogate:
             )
             loss = -(mll + log_prior) / n
             loss.backward()
-            return float(loss), theta.grad.numpy().copy()
+            return float(loss.detach()), theta.grad.numpy().copy()
 
         start = np.log([1.0, 1.0, 1.0, 2e-3, BASE_NOISE_VAR])
         bounds = [(math.log(0.05), math.log(20.0))] * 3 + [
