@@ -20,6 +20,9 @@ from rich.table import Table
 from costbo.config import DEFAULT_CONFIG_NAME, Config, ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# costbo.plots.FIGURES's names, listed here so that `--help` need not import matplotlib
+PLOT_NAMES = ("posterior_at_target", "rung_slices", "optimum_drift", "spend_history",
+              "learning_curves", "cost_model_fit")  # fmt: skip
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=12,
         metavar="N",
         help="recommendations to recompute for the spend figure (one model fit each; default 12)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=PLOT_NAMES,
+        metavar="NAME",
+        help="write only these figures: " + ", ".join(PLOT_NAMES),
     )
 
     p = sub.add_parser(
@@ -387,7 +397,7 @@ def cmd_plot(args, console: Console) -> int:
     if args.history_points < 1:
         raise ConfigError(f"--history-points {args.history_points} must be at least 1")
     out = Path(args.out) if args.out else config.study.runs_dir / "figures"
-    saved = save_all(config, out, max_history_points=args.history_points)
+    saved = save_all(config, out, max_history_points=args.history_points, names=args.only)
     for paths in saved.paths.values():
         console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
     for name, reason in saved.skipped.items():

@@ -238,7 +238,11 @@ def rung_slices(source, *, max_panels: int = 12) -> Figure:
             handles.setdefault(label, h)
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=4)
     fig.supylabel(LOSS_LABEL, fontsize=9)
-    fig.suptitle("Posterior over max LR at each rung, with its runs", fontsize=10)
+    shown = len(fids) - (target not in counts)
+    title = "Posterior over max LR at each rung, with its runs"
+    if shown < len(counts):
+        title += f" ({shown} of {len(counts)} rungs with runs: those with the most)"
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -262,7 +266,8 @@ def optimum_drift(source) -> Figure:
             fid = Fidelity(t.steps, t.model)
             n_done[fid] = n_done.get(fid, 0) + 1
 
-    fig = Figure(figsize=(PAGE_WIDTH, 3.4), layout="constrained")
+    n_groups = max(len({f.steps for f in fids}), len({f.model for f in fids}))
+    fig = Figure(figsize=(PAGE_WIDTH, 3.6 + 0.13 * n_groups), layout="constrained")
     by_width, by_steps = fig.subplots(1, 2, sharey=True)
     panels = (
         (by_width, lambda f: f.width, lambda f: f.steps, "{} steps".format, "width in channels"),
@@ -292,8 +297,8 @@ def optimum_drift(source) -> Figure:
     by_width.set_ylabel("best max LR (log scale)")
     by_width.set_title("Best LR against width")
     by_steps.set_title("Best LR against steps")
-    for ax in (by_width, by_steps):
-        ax.legend(loc="best", fontsize=7)
+    for ax in (by_width, by_steps):  # below the axes: the lines fill the whole panel
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=7)
     fig.suptitle(f"Drift of the optimum, extrapolated to {target}", fontsize=10)
     return fig
 
@@ -333,7 +338,7 @@ def recommendation_history(source, max_points: int = 12) -> list[HistoryPoint]:
             with open(path, "w") as f:
                 for event in record.events[: tells[k] + 1]:
                     f.write(json.dumps(event) + "\n")
-            points.append(_point(Study.load(path, read_only=True), k + 1))
+            points.append(_point(Study.load(path, read_only=True), int(k) + 1))
     return points
 
 
@@ -351,6 +356,8 @@ def spend_history(
     the budget line."""
     record = _record(source)
     study = record.study
+    if not any(t.is_finished for t in study.trials):
+        raise ValueError("no run has been told yet: no spend to plot")
     history = list(history) if history is not None else recommendation_history(record, max_points)
     fig = Figure(figsize=(PAGE_WIDTH, 4.8), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
@@ -439,7 +446,7 @@ def learning_curves(source, *, max_runs: int = 6, annotate: bool | None = None) 
             ax.plot([x[k]], [y[k]], ls="none", marker="v", ms=7, color=colour, mec=BLACK,
                     mew=0.6)  # fmt: skip
             if annotate:
-                ax.annotate(f"{y[k]:.3f} @ {x[k]}", (x[k], y[k]), xytext=(0, -12),
+                ax.annotate(f"{y[k]:.3f} @ {x[k]}", (x[k], y[k]), xytext=(0, -12 - 9 * i),
                             textcoords="offset points", ha="right", fontsize=7,
                             color=colour)  # fmt: skip
             minima.append(f"{y[k]:.3f}")
@@ -459,7 +466,8 @@ def learning_curves(source, *, max_runs: int = 6, annotate: bool | None = None) 
     train_ax.set_ylabel("loss (nats)")
     top = min(max(tops, default=INITIAL_LOSS), INITIAL_LOSS + 0.3)
     low = train_ax.get_ylim()[0]
-    train_ax.set_ylim(low - 0.04 * (top - low), top)
+    pad = 0.04 + (0.07 * len(curves) if annotate else 0.0)  # room for the minima's labels
+    train_ax.set_ylim(low - pad * (top - low), top)
     fig.legend(handles, labels, loc="outside lower center", ncols=1, fontsize=7)
     fig.suptitle("Learning curves (▼ each run's minimum)", fontsize=10)
     return fig
@@ -571,17 +579,24 @@ def save_all(
     formats: Sequence[str] = ("png", "pdf"),
     dpi: int = 150,
     max_history_points: int = 12,
+    names: Sequence[str] | None = None,
 ) -> SavedFigures:
-    """Write every figure as ``<out_dir>/<name>.<format>``. A figure that has nothing to show
-    yet (no finished run, no run logs) is skipped with the reason, not an error."""
+    """Write every figure (or those in ``names``, keys of ``FIGURES``) as
+    ``<out_dir>/<name>.<format>``, PNG at ``dpi``. A figure that has nothing to show yet (no
+    finished run, no run logs) is skipped with the reason, not an error."""
     for fmt in formats:
         if fmt not in ("png", "pdf", "svg"):
             raise ValueError(f"figure format {fmt!r} is not supported: use png, pdf or svg")
+    names = list(FIGURES) if names is None else list(names)
+    for name in names:
+        if name not in FIGURES:
+            raise ValueError(f"figure {name!r} is unknown: choose from {', '.join(FIGURES)}")
     record = _record(source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     saved = SavedFigures()
-    for name, build in FIGURES.items():
+    for name in names:
+        build = FIGURES[name]
         kwargs = {"max_points": max_history_points} if name == "spend_history" else {}
         try:
             fig = build(record, **kwargs)

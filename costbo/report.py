@@ -296,7 +296,7 @@ def format_seconds(seconds: float | None) -> str:
 def format_dollars(dollars: float | None) -> str:
     if dollars is None:
         return "-"
-    return f"${dollars:.2f}" if abs(dollars) >= 1 else f"${dollars:.3f}"
+    return f"${dollars:.2f}" if abs(dollars) >= 1 or dollars == 0 else f"${dollars:.3f}"
 
 
 # --- the report's content --------------------------------------------------------------------
@@ -409,9 +409,9 @@ class Selection:
             f"{100 * rec.divergence_probability:.1f}%."
         ]
         why = (
-            f"Why: {self.n_informative} informative tuning run(s) "
-            f"({self.n_diverged} diverged) on {self.n_rungs} rung(s) taught the model how the "
-            "best LR moves."
+            f"Why: {_count(self.n_informative, 'informative tuning run')} "
+            f"({self.n_diverged} diverged) on {_count(self.n_rungs, 'rung')} taught the model "
+            "how the best LR moves."
         )
         if self.best_run is not None:
             b = self.best_run
@@ -422,10 +422,22 @@ class Selection:
         if self.drifts:
             text = "; ".join(d.sentence() for d in self.drifts)
             why += f" In the model, {text}."
+            if self.n_rungs < 2:
+                why += (
+                    " With runs on one rung only, that movement comes from the prior (published "
+                    "scaling laws), not from the data."
+                )
         why += (
             " Extrapolated to the full-scale corner, the expected val loss with the divergence "
-            f"risk counted is lowest at {format_lr(rec.lr)}."
+            f"risk counted is lowest at {format_lr(rec.lr)}"
         )
+        mean_best = self.drifts[0].high_lr if self.drifts else None
+        if mean_best is not None and abs(math.log(mean_best / rec.lr)) > math.log(1.1):
+            why += (
+                f" (the posterior mean alone is lowest at {format_lr(mean_best)}; averaging "
+                "over the uncertain optimum and the risk of divergence moves the choice)"
+            )
+        why += "."
         if self.smallest_diverged is not None:
             d = self.smallest_diverged
             why += (
@@ -443,6 +455,10 @@ class Selection:
         if self.final is not None:
             out.append(_final_sentence(self.final))
         return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _final_sentence(final: dict) -> str:
@@ -730,7 +746,7 @@ def _probe_cells(row: ProbeRow) -> list[str]:
         f"{row.model.num_parameters() / 1e6:.1f}M",
         "-" if row.step is None else f"step {row.step}",
         f"{row.ms:.2f}",
-        f"{row.hours:.2f}",
+        f"{row.hours:.3g}",
         f"${row.dollars:.2f}",
     ]
 
@@ -753,11 +769,15 @@ def _spend_rows(spend: Spend) -> list[list[str]]:
 
 
 def _notes(report: Report) -> list[str]:
-    notes = [
+    note = (
         "Experiments are numbered in the order costbo ran them; 'final' is the full-scale run at "
         "the selected LR. Run time and cost are as accounted by the study (cost = run time x "
-        f"${report.price_per_hour:.2f}/hour); diverged runs were stopped early."
-    ]
+        f"${report.price_per_hour:.2f}/hour)"
+    )
+    stopped = {"diverged", "interrupted", "failed"} & {r.status for r in report.experiments}
+    if stopped:
+        note += f"; {' and '.join(sorted(stopped))} runs were stopped early"
+    notes = [note + "."]
     if report.simulated:
         notes.append("Run times are costbo-sim's simulated A10G seconds.")
     return notes
@@ -833,7 +853,7 @@ def render_csv(report: Report) -> str:
                 r.model.heads,
                 "" if r.warmup_steps is None else r.ramp_up,
                 "" if r.warmup_steps is None else r.warmup_steps,
-                "" if r.decay_fraction is None else repr(r.lr * r.decay_fraction),
+                "" if r.decay_fraction is None else f"{r.lr * r.decay_fraction:.6g}",
                 "" if r.decay_fraction is None else repr(r.decay_fraction),
                 r.schedule or "",
                 "" if r.seconds is None else f"{r.seconds:.3f}",
