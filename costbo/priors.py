@@ -40,6 +40,12 @@ def step_law_lr(model: ModelShape, tokens: float) -> float:
     return 1.79 * n**-0.713 * tokens**0.307
 
 
+def short_run_feature(s):
+    """sqrt(target steps / steps) - 1 from s = ln(steps / target steps): 0 at the target, large
+    for short runs, fading as 1/sqrt(steps) (works on floats, numpy arrays and tensors)."""
+    return (s * -0.5).exp() - 1.0 if hasattr(s, "exp") else math.exp(-0.5 * s) - 1.0
+
+
 @dataclass(frozen=True)
 class LearningRatePrior:
     """A Gaussian belief about the best log10 max LR and how it drifts with the fidelities.
@@ -48,6 +54,9 @@ class LearningRatePrior:
     ``width_slope`` and ``steps_slope`` are d(log10 LR*)/d(ln width) and d(log10 LR*)/d(ln steps)
     (standard parametrization: the best LR falls with width, roughly as width^-0.33..-1, and
     slowly with training length), with standard deviations ``width_slope_sd``/``steps_slope_sd``.
+    ``short_run_boost`` (decades per unit of ``sqrt(target steps / steps) - 1``) is the extra LR
+    that short runs prefer because warmup and decay dominate them: it fades as runs get longer, so
+    the steep drift seen among short runs is not extrapolated linearly to the full-length run.
     ``divergence_ratio`` is how far above the optimum runs start to diverge (6-8x published).
     """
 
@@ -55,8 +64,11 @@ class LearningRatePrior:
     target_sd: float = 0.25
     width_slope: float = -0.8 / LN10
     width_slope_sd: float = 0.15
-    steps_slope: float = -0.1 / LN10
-    steps_slope_sd: float = 0.06
+    # Bjorck et al.: eta* ~ D^-beta with beta ~0.03..0.06 at fixed batch (nearly flat).
+    steps_slope: float = -0.045 / LN10
+    steps_slope_sd: float = 0.02
+    short_run_boost: float = 0.015
+    short_run_boost_sd: float = 0.03
     divergence_ratio: float = 7.0
 
     def __post_init__(self) -> None:
@@ -97,9 +109,14 @@ class LearningRatePrior:
         half_range = (max(logs) - min(logs)) / 2
         return cls(target_log10_lr=centre, target_sd=max(0.25, half_range / 1.2))
 
-    def optimum(self, s: float, w: float) -> float:
+    def optimum(self, s, w):
         """Prior mean of the best log10 LR at fidelity coordinates (s, w) (0 at the target)."""
-        return self.target_log10_lr + self.steps_slope * s + self.width_slope * w
+        return (
+            self.target_log10_lr
+            + self.steps_slope * s
+            + self.width_slope * w
+            + self.short_run_boost * short_run_feature(s)
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -65,9 +65,15 @@ def recommend(
         grid = grid[allowed]
     mean, cov, _, samples = optimum_samples(post, grid, 0.0, 0.0, seed)
     sample_opt = grid[samples.argmin(axis=1)]  # S
+    # The boundary sits the learned ratio above the optimum, so it is as uncertain as the
+    # optimum. The spread of sampled argmins is heavy-tailed (a flat basin lets the residual's
+    # wiggles move an argmin far), so its scale is taken robustly, from the interquartile range.
+    q25, q75 = np.quantile(sample_opt, [0.25, 0.75])
+    opt_sd = (q75 - q25) / 1.349
     offset, offset_sd = divergence.boundary(0.0, 0.0, 0.0)
-    scale = math.sqrt(SHARPNESS**2 + float(offset_sd) ** 2)
-    p = ndtr((grid[None, :] - (sample_opt[:, None] + float(offset))) / scale)  # S x m
+    scale = math.sqrt(SHARPNESS**2 + float(offset_sd) ** 2 + opt_sd**2)
+    opt_mean = float(grid[mean.argmin()])
+    p = np.broadcast_to(ndtr((grid - (opt_mean + float(offset))) / scale), samples.shape)
     sample_risk = (1.0 - p) * samples + p * divergence_loss
     risk = sample_risk.mean(axis=0)
     best = int(risk.argmin())

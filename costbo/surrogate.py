@@ -30,7 +30,7 @@ from botorch.models.gpytorch import GPyTorchModel
 from gpytorch.constraints import GreaterThan, Interval
 from gpytorch.priors import GammaPrior
 
-from costbo.priors import LearningRatePrior
+from costbo.priors import LearningRatePrior, short_run_feature
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,13 @@ DTYPE = torch.float64
 INPUT_SCALE = torch.tensor([0.5, 1.5, 1.5], dtype=DTYPE)
 FAR_MARGIN = 0.25  # nats above the best loss at a fidelity before a point counts as far out
 FAR_NOISE_PER_NAT = 0.5  # extra noise sd per nat of excess loss beyond the margin
-BASE_NOISE_VAR = 1e-5  # (0.003 nats)^2: the published run-to-run roughness near the optimum
+BASE_NOISE_VAR = 1e-5
+ROUGHNESS_GROWTH = 0.3  # residual variance grows as exp(-0.3 (s + w)) away from the target  # (0.003 nats)^2: the published run-to-run roughness near the optimum
 
 FEATURE_NAMES = (
-    "1", "s", "w", "s^2", "w^2", "s*w",
-    "u", "u*s", "u*w", "min(u,0)^2", "max(u,0)^2", "u^2*s", "u^2*w",
-)  # fmt: skip
+    "1", "s", "w", "s^2", "w^2", "s*w", "e^-0.3s - 1", "e^-0.6w - 1",
+    "u", "u*s", "u*w", "u*h", "min(u,0)^2", "max(u,0)^2", "u^2*s", "u^2*w",
+)  # fmt: skip  (h = sqrt(target steps / steps) - 1: the short-run boost)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,16 @@ class PolynomialPrior:
         # The LR-linear terms b move the optimum by -b / (2 c); their sds are the prior's
         # uncertainty about the optimum and its drift, converted through that relation.
         two_c = 2.0 * curvature
-        means = [0.0] * 13
-        means[9] = 0.8 * curvature  # gentle on the low-LR side ...
-        means[10] = 1.4 * curvature  # ... steep on the high side
+        means = [0.0] * 16
+        means[12] = 0.8 * curvature  # gentle on the low-LR side ...
+        means[13] = 1.4 * curvature  # ... steep on the high side
         sds = [
-            2.0, 1.0, 1.0, 0.3, 0.3, 0.3,  # level surface over (s, w)
+            # level surface over (s, w): a quadratic plus power-law terms in tokens and size
+            # (Chinchilla's shape), flexible enough that level differences between fidelities
+            # are not explained away by the LR terms
+            2.0, 1.0, 1.0, 0.3, 0.3, 0.3, 0.5, 0.5,
             two_c * prior.target_sd, two_c * prior.steps_slope_sd, two_c * prior.width_slope_sd,
+            two_c * prior.short_run_boost_sd,
             # curvature below and above the optimum; kept away from zero, where a flat basin
             # would let the residual's wiggles put the argmin anywhere
             0.35 * curvature, 0.5 * curvature,
@@ -88,8 +93,9 @@ class LossFeatures(torch.nn.Module):
         du = u - self.prior.optimum(s, w)
         one = torch.ones_like(u)
         low, high = du.clamp(max=0.0), du.clamp(min=0.0)
-        cols = [one, s, w, s * s, w * w, s * w,
-                du, du * s, du * w, low**2, high**2, du**2 * s, du**2 * w]  # fmt: skip
+        h = short_run_feature(s)
+        cols = [one, s, w, s * s, w * w, s * w, (-0.3 * s).exp() - 1, (-0.6 * w).exp() - 1,
+                du, du * s, du * w, du * h, low**2, high**2, du**2 * s, du**2 * w]  # fmt: skip
         return torch.stack(cols, dim=-1)
 
 
@@ -122,6 +128,39 @@ class FeatureMean(gpytorch.means.Mean):
         return self.features(x) @ self.coefficient_means
 
 
+def roughness_scale(z: torch.Tensor) -> torch.Tensor:
+    """Relative sd of the residual at scaled inputs ``z``: losses of short runs and small
+    models deviate more from any smooth surface than those of long, wide runs (the basin
+    flattens as training gets longer), so misfit measured at cheap rungs must not be projected
+    at full strength onto the target."""
+    x = z * INPUT_SCALE.to(z)
+    return torch.exp(-0.5 * ROUGHNESS_GROWTH * (x[..., 1] + x[..., 2]))
+
+
+class FidelityScaledKernel(gpytorch.kernels.Kernel):
+    """k(x, x') = r(x) r(x') k_base(x, x') with ``r = roughness_scale``."""
+
+    is_stationary = False
+    has_lengthscale = False
+
+    def __init__(self, base_kernel: gpytorch.kernels.Kernel) -> None:
+        super().__init__()
+        self.base_kernel = base_kernel
+
+    @property
+    def outputscale(self):
+        return self.base_kernel.outputscale
+
+    def forward(self, x1, x2, diag=False, last_dim_is_batch=False, **params):
+        base = self.base_kernel.forward(x1, x2, diag=diag, **params)
+        if hasattr(base, "to_dense"):
+            base = base.to_dense()
+        r1 = roughness_scale(x1)
+        if diag:
+            return base * r1 * r1
+        return base * r1.unsqueeze(-1) * roughness_scale(x2).unsqueeze(-2)
+
+
 class LossGP(gpytorch.models.ExactGP, GPyTorchModel):
     _num_outputs = 1
 
@@ -139,7 +178,7 @@ class LossGP(gpytorch.models.ExactGP, GPyTorchModel):
             outputscale_prior=GammaPrior(2.0, 2.0 / 2e-3),
             outputscale_constraint=Interval(1e-6, 1.0),
         )
-        self.covar_module = self.poly_kernel + self.residual_kernel
+        self.covar_module = self.poly_kernel + FidelityScaledKernel(self.residual_kernel)
 
     def forward(self, z):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
@@ -151,9 +190,13 @@ def to_inputs(log10_lr, s, w) -> torch.Tensor:
     return x / INPUT_SCALE
 
 
-def far_noise(y: torch.Tensor, fidelity_keys: list) -> torch.Tensor:
-    """Extra noise variance for losses far above the best at their fidelity (saturated LRs)."""
-    best: dict = {}
+def far_noise(y: torch.Tensor, fidelity_keys: list, predicted_best: dict | None = None):
+    """Extra noise variance for losses far above the best at their fidelity (saturated LRs).
+
+    The best is the lowest loss seen at that fidelity or, if lower, ``predicted_best[key]``
+    (the model's own minimum there): a lone run far from its rung's basin is discounted too.
+    """
+    best: dict = dict(predicted_best or {})
     for key, value in zip(fidelity_keys, y.tolist(), strict=True):
         best[key] = min(best.get(key, math.inf), value)
     excess = torch.tensor(
@@ -282,6 +325,19 @@ class LossSurrogate:
         )
         # the median, not the mean: one absurd loss must not shift every prediction
         y_ref = float(y.median()) if len(y) else 0.0
+        model, likelihood, base_noise = self._fit_once(z, y, y_ref, noise)
+        if len(y) >= 2:
+            # Second pass: judge "far from the basin" against the model's own rung minima as
+            # well, so that a lone far-off run at a fidelity cannot pose as its basin.
+            first = self._posterior(model, z, y, noise + base_noise, base_noise, y_ref)
+            predicted = self._rung_minima(first, z, fidelity_keys)
+            refined = far_noise(y, fidelity_keys, predicted).clamp_min(1e-6)
+            if torch.any(refined > noise * 1.01):
+                noise = refined
+                model, likelihood, base_noise = self._fit_once(z, y, y_ref, noise)
+        return self._posterior(model, z, y, noise + base_noise, base_noise, y_ref)
+
+    def _fit_once(self, z, y, y_ref, noise):
         model, likelihood = self._fresh_model(
             z if len(y) else torch.zeros(1, 3, dtype=DTYPE),
             (y - y_ref) if len(y) else torch.zeros(1, dtype=DTYPE),
@@ -290,7 +346,21 @@ class LossSurrogate:
         if len(y) >= 2:
             self._fit_hyperparameters(model, likelihood)
         model.eval()
-        base_noise = float(likelihood.second_noise.detach().reshape(-1)[0])
+        return model, likelihood, float(likelihood.second_noise.detach().reshape(-1)[0])
+
+    def _rung_minima(self, post: LossPosterior, z: torch.Tensor, keys: list) -> dict:
+        """Posterior-mean minimum over LR (within 1 decade of the prior optimum) per fidelity."""
+        out = {}
+        grid = torch.linspace(-1.0, 1.0, 21, dtype=DTYPE)
+        for key in dict.fromkeys(keys):
+            i = keys.index(key)
+            s, w = (z[i, 1] * INPUT_SCALE[1]).item(), (z[i, 2] * INPUT_SCALE[2]).item()
+            u = self.prior.optimum(s, w) + grid
+            out[key] = float(post.mean(to_inputs(u, torch.full_like(u, s), torch.full_like(u, w))).min())
+        return out
+
+    @staticmethod
+    def _posterior(model, z, y, noise, base_noise, y_ref) -> LossPosterior:
 
         def mean_fn(zz):
             with torch.no_grad():
@@ -302,7 +372,7 @@ class LossSurrogate:
                     return model.covar_module(za, diag=True)
                 return model.covar_module(za, zb).to_dense()
 
-        return LossPosterior(model, mean_fn, kernel_fn, z, y, noise + base_noise, base_noise, y_ref)
+        return LossPosterior(model, mean_fn, kernel_fn, z, y, noise, base_noise, y_ref)
 
     @staticmethod
     def _fit_hyperparameters(model: LossGP, likelihood) -> None:
@@ -322,6 +392,8 @@ class LossSurrogate:
             k_poly = model.poly_kernel(z, z).to_dense()
             resid0 = y - model.mean_module(z)
         sq = (z[:, None, :] - z[None, :, :]).detach() ** 2
+        rough = roughness_scale(z).detach()
+        rough_outer = rough[:, None] * rough[None, :]
         lengthscale_prior = GammaPrior(3.0, 3.0)
         outputscale_prior = GammaPrior(2.0, 2.0 / 2e-3)
         noise_prior = GammaPrior(1.5, 1.5 / BASE_NOISE_VAR)
@@ -335,7 +407,12 @@ class LossSurrogate:
             noise = theta[4].exp()
             r = torch.sqrt((sq / ls**2).sum(-1) + 1e-12)
             matern = (1 + math.sqrt(5) * r + 5.0 / 3.0 * r**2) * torch.exp(-math.sqrt(5) * r)
-            k = k_poly + outputscale * matern + torch.diag(fixed_noise + noise) + 1e-9 * eye
+            k = (
+                k_poly
+                + outputscale * matern * rough_outer
+                + torch.diag(fixed_noise + noise)
+                + 1e-9 * eye
+            )
             chol, info = torch.linalg.cholesky_ex(k)
             if int(info) != 0:
                 return 1e10, np.zeros_like(theta_np)
