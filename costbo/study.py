@@ -72,7 +72,7 @@ class Study:
         price_per_hour: dollars per hour of the machine.
         journal: path of the append-only JSONL journal (None: in memory only).
         seed: makes the initial design and the recommendation's sampling reproducible.
-        acquisition: ``"ei_per_dollar"`` or ``"kg_per_dollar"``.
+        acquisition: ``"kg_per_dollar"`` (default: won the benchmark) or ``"ei_per_dollar"``.
         reserve: dollars kept out of the tuning budget.
         cost_quantile: the budget guard reserves this quantile of each run's predicted cost.
         prior: a ``LearningRatePrior``; default: published scaling laws at the target.
@@ -91,7 +91,7 @@ class Study:
         journal: str | Path | None = None,
         seed: int = 0,
         *,
-        acquisition: str = "ei_per_dollar",
+        acquisition: str = "kg_per_dollar",
         reserve: float = 0.0,
         cost_quantile: float = 0.9,
         prior: LearningRatePrior | None = None,

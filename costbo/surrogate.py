@@ -75,7 +75,7 @@ class PolynomialPrior:
             # curvature below and above the optimum; kept away from zero, where a flat basin
             # would let the residual's wiggles put the argmin anywhere
             0.35 * curvature, 0.5 * curvature,
-            0.04, 0.06,  # how curvature changes with steps and width
+            0.015, 0.02,  # how curvature changes with steps and width: small, or b / 2c swings
         ]  # fmt: skip
         return cls(tuple(means), tuple(sds))
 
