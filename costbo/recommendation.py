@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import torch
-
 from scipy.special import ndtr
 
 from costbo.divergence import SHARPNESS, DivergenceModel

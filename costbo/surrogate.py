@@ -3,11 +3,12 @@
 Its prior is a Bayesian polynomial surface plus a Matern-5/2 residual. The polynomial is an
 asymmetric parabola in the LR coordinate (separate curvatures below and above the prior's
 drifting optimum: gentle low side, steep high side, never a spurious second minimum as a cubic
-term gives when extrapolated), with linear interactions between LR and the fidelities; its coefficients are integrated out (a feature
-kernel Phi Sigma Phi^T with prior means), so the uncertainty of the extrapolated full-scale
-optimum is exact. A stationary GP alone would revert to its mean at the full-scale corner, which
-no cheap run is near; the polynomial carries the structure (where the LR optimum sits and how it
-moves with steps and width) out there, and the residual GP absorbs what a polynomial cannot.
+term gives when extrapolated), with linear interactions between LR and the fidelities; its
+coefficients are integrated out (a feature kernel Phi Sigma Phi^T with prior means), so the
+uncertainty of the extrapolated full-scale optimum is exact. A stationary GP alone would revert
+to its mean at the full-scale corner, which no cheap run is near; the polynomial carries the
+structure (where the LR optimum sits and how it moves with steps and width) out there, and the
+residual GP absorbs what a polynomial cannot.
 
 Losses far above the best seen at the same fidelity (LRs far from the basin, where the loss
 saturates towards its starting value) get extra noise in proportion to how far they are, so they
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import gpytorch
@@ -40,12 +40,26 @@ DTYPE = torch.float64
 INPUT_SCALE = torch.tensor([0.5, 1.5, 1.5], dtype=DTYPE)
 FAR_MARGIN = 0.25  # nats above the best loss at a fidelity before a point counts as far out
 FAR_NOISE_PER_NAT = 0.5  # extra noise sd per nat of excess loss beyond the margin
-BASE_NOISE_VAR = 1e-5
-ROUGHNESS_GROWTH = 0.3  # residual variance grows as exp(-0.3 (s + w)) away from the target  # (0.003 nats)^2: the published run-to-run roughness near the optimum
+BASE_NOISE_VAR = 1e-5  # (0.003 nats)^2: the published run-to-run roughness near the optimum
+ROUGHNESS_GROWTH = 0.3  # residual variance grows as exp(-0.3 (s + w)) away from the target
 
 FEATURE_NAMES = (
-    "1", "s", "w", "s^2", "w^2", "s*w", "e^-0.3s - 1", "e^-0.6w - 1",
-    "u", "u*s", "u*w", "u*h", "min(u,0)^2", "max(u,0)^2", "u^2*s", "u^2*w",
+    "1",
+    "s",
+    "w",
+    "s^2",
+    "w^2",
+    "s*w",
+    "e^-0.3s - 1",
+    "e^-0.6w - 1",
+    "u",
+    "u*s",
+    "u*w",
+    "u*h",
+    "min(u,0)^2",
+    "max(u,0)^2",
+    "u^2*s",
+    "u^2*w",
 )  # fmt: skip  (h = sqrt(target steps / steps) - 1: the short-run boost)
 
 
@@ -356,7 +370,8 @@ class LossSurrogate:
             i = keys.index(key)
             s, w = (z[i, 1] * INPUT_SCALE[1]).item(), (z[i, 2] * INPUT_SCALE[2]).item()
             u = self.prior.optimum(s, w) + grid
-            out[key] = float(post.mean(to_inputs(u, torch.full_like(u, s), torch.full_like(u, w))).min())
+            z_rung = to_inputs(u, torch.full_like(u, s), torch.full_like(u, w))
+            out[key] = float(post.mean(z_rung).min())
         return out
 
     @staticmethod
