@@ -41,6 +41,7 @@ INPUT_SCALE = torch.tensor([0.5, 1.5, 1.5], dtype=DTYPE)
 FAR_MARGIN = 0.25  # nats above the best loss at a fidelity before a point counts as far out
 FAR_NOISE_PER_NAT = 0.5  # extra noise sd per nat of excess loss beyond the margin
 BASE_NOISE_VAR = 1e-5  # (0.003 nats)^2: the published run-to-run roughness near the optimum
+LEVEL_SD = 0.15  # nats: how far the level may bend away from the polynomial between rungs
 ROUGHNESS_GROWTH = 0.3  # residual variance grows as exp(-0.3 (s + w)) away from the target
 
 FEATURE_NAMES = (
@@ -192,7 +193,21 @@ class LossGP(gpytorch.models.ExactGP, GPyTorchModel):
             outputscale_prior=GammaPrior(2.0, 2.0 / 2e-3),
             outputscale_constraint=Interval(1e-6, 1.0),
         )
-        self.covar_module = self.poly_kernel + FidelityScaledKernel(self.residual_kernel)
+        # How the level (the loss at the basin, whatever the LR) departs from the polynomial
+        # between fidelities: constant in LR, so it never moves an argmin, but it keeps the
+        # predicted full-scale val loss from being more certain than an extrapolation of a
+        # power law over two decades of steps can be (fixed, not fitted: the cheap rungs
+        # cannot tell how far the corner bends).
+        self.level_kernel = gpytorch.kernels.ScaleKernel(
+            gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=2, active_dims=(1, 2))
+        )
+        self.level_kernel.base_kernel.lengthscale = torch.tensor([[1.0, 0.67]], dtype=DTYPE)
+        self.level_kernel.outputscale = LEVEL_SD**2
+        for parameter in self.level_kernel.parameters():
+            parameter.requires_grad_(False)
+        self.covar_module = (
+            self.poly_kernel + FidelityScaledKernel(self.residual_kernel) + self.level_kernel
+        )
 
     def forward(self, z):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))
@@ -404,7 +419,7 @@ class LossSurrogate:
         y = model.train_targets
         fixed_noise = likelihood.noise_covar.noise.detach()
         with torch.no_grad():
-            k_poly = model.poly_kernel(z, z).to_dense()
+            k_poly = model.poly_kernel(z, z).to_dense() + model.level_kernel(z, z).to_dense()
             resid0 = y - model.mean_module(z)
         sq = (z[:, None, :] - z[None, :, :]).detach() ** 2
         rough = roughness_scale(z).detach()
