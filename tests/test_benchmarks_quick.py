@@ -1,0 +1,87 @@
+"""The benchmark harness: ``benchmarks/run.py --quick`` runs every method end to end, and the
+oracle and scoring rules it relies on hold."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.run import dollars_to_goal  # noqa: E402
+from benchmarks.strategies import default_methods  # noqa: E402
+from benchmarks.strategies.hyperband import bracket_table  # noqa: E402
+from benchmarks.strategies.oracle import TARGET_MODEL, Oracle, OverBudget  # noqa: E402
+from costbo.sim import sample_landscape  # noqa: E402
+
+
+def test_quick_benchmark_runs_every_method_within_budget(tmp_path):
+    methods = default_methods()
+    if importlib.util.find_spec("optuna") is None:  # optional peer (the bench extra)
+        methods.remove("optuna_tpe_hyperband")
+    out = tmp_path / "quick.csv"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out),
+         "--methods", *methods],
+        capture_output=True, text=True, timeout=170, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], float(r["budget"])) for r in rows} == {
+        (m, b) for m in methods for b in (2.0, 5.0)
+    }
+    for row in rows:
+        assert row["error"] == "", row
+        assert float(row["spent"]) <= float(row["budget"]) + 1e-9, row
+        assert math.isfinite(float(row["regret"])) and float(row["regret"]) >= 0.0
+    summary = (tmp_path / "quick_summary.md").read_text()
+    for method in methods:
+        assert f"| {method} | 1 |" in summary
+    assert (tmp_path / "quick_regret_vs_dollars.png").stat().st_size > 10_000
+
+
+def test_oracle_refuses_a_run_past_the_budget_without_charging():
+    landscape = sample_landscape("calibrated", 0)
+    full_run = landscape.run_dollars(4725, TARGET_MODEL)
+    oracle = Oracle(landscape, budget=full_run * 0.99)
+    with pytest.raises(OverBudget, match="remains"):
+        oracle.run(1e-3, 4725, TARGET_MODEL)
+    assert oracle.spent == 0.0 and oracle.runs == [] and oracle.refused == 1
+
+
+def test_oracle_charges_a_diverged_run_only_until_it_is_killed():
+    landscape = sample_landscape("calibrated", 0)
+    oracle = Oracle(landscape, budget=40.0)
+    result = oracle.run(0.1, 1000, TARGET_MODEL)
+    assert result.diverged and math.isnan(result.val_loss)
+    assert 0 < result.seconds < landscape.run_seconds(1000, TARGET_MODEL) / 2
+    assert oracle.spent == pytest.approx(result.dollars)
+
+
+def test_dollars_to_goal_counts_only_an_answer_that_stays_below_the_goal():
+    # (dollars spent, lr, regret): good at $1, bad again at $2, good for good from $3
+    trajectory = [(0.5, 1e-3, 0.05), (1.0, 1e-3, 0.005), (2.0, 1e-3, 0.02), (3.0, 1e-3, 0.009)]
+    assert dollars_to_goal(trajectory) == 3.0
+    assert dollars_to_goal(trajectory[:3]) == math.inf
+    assert dollars_to_goal([(0.0, 6e-4, 0.001)]) == 0.0
+
+
+def test_hyperband_bracket_table_is_the_papers_for_r_81_eta_3():
+    # Li et al. (2018), Table 1: R = 81, eta = 3, one unit of resource at the bottom
+    table = bracket_table(81, eta=3, min_steps=1)
+    assert table == [
+        [(81, 1), (27, 3), (9, 9), (3, 27), (1, 81)],
+        [(34, 3), (11, 9), (3, 27), (1, 81)],
+        [(15, 9), (5, 27), (1, 81)],
+        [(8, 27), (2, 81)],
+        [(5, 81)],
+    ]
