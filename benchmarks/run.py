@@ -405,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--budgets", type=float, nargs="+", default=None, help="dollars")
     parser.add_argument("--families", nargs="+", default=None, choices=FAMILIES)
-    parser.add_argument("--seeds", type=int, default=30, help="landscapes per family")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="landscapes per family (default 30)"
+    )
     parser.add_argument("--seed-start", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=None, choices=METHODS)
     parser.add_argument("--workers", type=int, default=MAX_WORKERS, help="at most 2")
@@ -415,6 +417,16 @@ def main(argv: list[str] | None = None) -> int:
         "--time-limit", type=float, default=None, help="stop starting jobs after this many seconds"
     )
     parser.add_argument("--report", action="store_true", help="only summarize the CSV")
+    parser.add_argument(
+        "--include",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="more CSVs to summarize with --out (e.g. another session's rows)",
+    )
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="markdown path (default: next to --out)"
+    )
     parser.add_argument("--figure", type=Path, default=None, help="PNG path")
     args = parser.parse_args(argv)
 
@@ -428,12 +440,12 @@ def main(argv: list[str] | None = None) -> int:
             out.unlink()  # quick runs always start afresh
     else:
         families = list(args.families or FAMILIES)
-        seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+        seeds = list(range(args.seed_start, args.seed_start + (args.seeds or 30)))
         budgets = args.budgets or list(BUDGETS)
         out = args.out or RESULTS / "runs.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     figure = args.figure or out.with_name(out.stem + "_regret_vs_dollars.png")
-    summary_path = out.with_name(out.stem + "_summary.md")
+    summary_path = args.summary or out.with_name(out.stem + "_summary.md")
 
     failures = 0
     if not args.report:
@@ -447,13 +459,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         failures = execute(jobs, out, workers, args.time_limit)
 
-    rows = [r for r in read_rows(out) if r["method"] in methods]
-    if not args.report:  # summarize what this invocation was about
-        wanted = {(f, s) for f in families for s in seeds}
+    rows = [r for path in [out, *args.include] for r in read_rows(path) if r["method"] in methods]
+    # a run summarizes what it was asked for; --report everything, unless filters are given
+    explicit = not args.report or args.seeds is not None or args.seed_start
+    if explicit or args.families or args.budgets:
+        wanted_seeds = set(seeds) if explicit else None
         rows = [
             r
             for r in rows
-            if (r["family"], int(r["seed"])) in wanted and float(r["budget"]) in budgets
+            if r["family"] in families
+            and float(r["budget"]) in budgets
+            and (wanted_seeds is None or int(r["seed"]) in wanted_seeds)
         ]
     text = summarize(rows, methods)
     summary_path.write_text(text + "\n")

@@ -6,7 +6,7 @@ Two readings of "1/10 of the tokens", both run by the benchmark:
   end of warmup, where a higher LR has simply moved further: the short-horizon bias;
 - ``early_stopping_short``: each run is a complete 473-step run with its own cosine schedule.
 Judgment calls: the 10 LRs are log-spaced over a student's range, 1e-4 .. 1e-2 (factor ~1.67
-apart); they run from the centre outwards (7.7e-4, 1.3e-3, 4.6e-4, 2.2e-3, ...) so that a budget
+apart); they run from the centre outwards (1.3e-3, 7.7e-4, 2.2e-3, 4.6e-4, ...) so that a budget
 too small for all 10 (~$1.55 each: $5 buys 3, $10 buys 6) still covers the likely optimum;
 a budget above ~$16 is left unspent, as the strategy prescribes exactly 10 runs.
 """
