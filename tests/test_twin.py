@@ -18,7 +18,7 @@ from costbo.gpt2 import num_parameters
 from costbo.llmc.shards import write_shard
 from costbo.twin.adamw import AdamW
 from costbo.twin.data import ShardLoader, TooFewTokens, llmc_rng, random_permutation
-from costbo.twin.model import GPT
+from costbo.twin.model import GPT, TanhGELU
 from costbo.twin.schedule import ScheduleAssertion, UnknownSchedule, learning_rate
 from costbo.twin.train import atof, atoi, main, num_parameters_for, parse_flags
 
@@ -279,6 +279,17 @@ def test_fused_classifier_equals_cross_entropy():
     assert fused.item() == pytest.approx(plain.item(), abs=1e-5)
     for a, p in zip(fused_grads, model.parameters(), strict=True):
         assert torch.allclose(a, p.grad, atol=1e-7)
+
+
+def test_gelu_is_llmcs_tanh_approximation_with_its_gradient():
+    x = (torch.randn(4096, dtype=torch.float64) * 3).requires_grad_()
+    reference = F.gelu(x, approximate="tanh")
+    (grad_reference,) = torch.autograd.grad(reference.sum(), x)
+    x32 = x.detach().float().requires_grad_()
+    ours = TanhGELU.apply(x32)
+    ours.sum().backward()
+    assert torch.allclose(ours.double(), reference, atol=1e-6, rtol=1e-6)
+    assert torch.allclose(x32.grad.double(), grad_reference, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
