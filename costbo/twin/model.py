@@ -28,6 +28,9 @@ LAYERNORM_EPS = 1e-5
 
 GELU_SCALE = math.sqrt(2.0 / math.pi)
 GELU_CUBIC = 0.044715
+# Below this 2u, 1 + tanh(u) rounds to 0 in float32 (u < -9.0108), so llm.c's formula (and
+# torch's) gives exactly 0 there, while sigmoid(2u) is still a tiny positive number.
+GELU_ZERO_BELOW = -18.02
 
 
 class TanhGELU(torch.autograd.Function):
@@ -35,12 +38,16 @@ class TanhGELU(torch.autograd.Function):
 
     Computed as ``x sigmoid(2u)``, the same function (``0.5 (1 + tanh(u)) = sigmoid(2u)``):
     torch's CPU tanh is ~4x slower than its sigmoid, and F.gelu's backward computes tanh again.
-    The sigmoid is kept for the backward pass: ``dy/dx = s + x s (1 - s) d(2u)/dx``.
+    The sigmoid is kept for the backward pass: ``dy/dx = s + x s (1 - s) d(2u)/dx``. It is set to
+    0 where the tanh form is exactly 0: besides matching it, this keeps denormal floats (which
+    x86 CPUs handle ~100x slower) out of the products of the far negative tail, where they made
+    whole training steps 20% slower.
     """
 
     @staticmethod
     def forward(ctx, x):
-        s = (x * x).mul_(2 * GELU_SCALE * GELU_CUBIC).add_(2 * GELU_SCALE).mul_(x).sigmoid_()
+        z = (x * x).mul_(2 * GELU_SCALE * GELU_CUBIC).add_(2 * GELU_SCALE).mul_(x)  # 2u
+        s = torch.sigmoid(z).masked_fill_(z < GELU_ZERO_BELOW, 0.0)
         ctx.save_for_backward(x, s)
         return x * s
 
