@@ -1,0 +1,167 @@
+"""The twin sweep and its replay: the CSV resumes, every method keeps its budget, regret is
+scored the way benchmarks/README.md says (a real twin run for the sweep, a small table for the
+replay)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.strategies.oracle import OverBudget  # noqa: E402
+from benchmarks.twin_replay import (  # noqa: E402
+    DIVERGED_LOSS,
+    METHODS,
+    SweepTable,
+    TableOracle,
+    replay,
+)
+from benchmarks.twin_sweep import (  # noqa: E402
+    FIELDS,
+    Cell,
+    append_row,
+    done_keys,
+    format_lr,
+    lr_grid,
+    read_table,
+    sweep,
+)
+from costbo.gpt2 import ModelShape  # noqa: E402
+from costbo.llmc.shards import write_shard  # noqa: E402
+
+SMALL, TARGET = ModelShape(1, 32, 1), ModelShape(2, 128, 2)
+LRS = lr_grid(1e-4, 1e-1, 5)  # 1e-4, 5.6e-4, 3.2e-3, 1.8e-2, 1e-1
+PRICE = 360.0  # dollars per hour: $0.10 a second
+
+
+def row(model, steps, lr, val_loss=None, seconds=10.0, status="complete", kill=None, kill_s=""):
+    """A table row as twin_sweep.py writes it (``val_loss`` None: killed on NaN)."""
+    return {
+        "depth": model.depth,
+        "width": model.channels,
+        "heads": model.heads,
+        "steps": steps,
+        "lr": format_lr(lr),
+        "status": status,
+        "val_loss": "" if val_loss is None else f"{val_loss:.6f}",
+        "diverged": int(status == "diverged"),
+        "kill_reason": "nan" if status == "diverged" else "",
+        "steps_run": steps if kill is None else kill,
+        "seconds": f"{seconds:.3f}",
+        "rule_kill_step": "" if kill is None else kill,
+        "rule_kill_seconds": kill_s,
+        "first_step_seconds": "1.500",
+        "median_step_ms": f"{(seconds - 2.0) / steps * 1000:.3f}",
+        "threads": "1",
+        "load_1min": "0.50",
+        "started_at": "0",
+    }
+
+
+def small_table_rows() -> list[dict]:
+    """A bowl in log10 LR whose optimum moves down with steps and width; the target's top LR
+    ends in NaN, and the demo's rule kills the cheap rung's top LR at step 12 (at 1.8 s)."""
+    rows = []
+    for model, step_s in ((SMALL, 0.02), (TARGET, 0.1)):
+        for steps in (50, 400):
+            optimum = -2.0 - 0.5 * (model is TARGET) - 0.25 * (steps == 400)
+            for lr in LRS:
+                loss = 2.5 + 0.2 * (math.log10(lr) - optimum) ** 2
+                seconds = 2.0 + steps * step_s
+                if model is TARGET and steps == 400 and lr == LRS[-1]:
+                    rows.append(row(model, steps, lr, None, 3.0, "diverged", kill=9))
+                elif model is SMALL and steps == 50 and lr == LRS[-1]:
+                    rows.append(row(model, steps, lr, loss, seconds, kill=12, kill_s="1.800"))
+                else:
+                    rows.append(row(model, steps, lr, loss, seconds))
+    return rows
+
+
+@pytest.fixture
+def table() -> SweepTable:
+    return SweepTable(small_table_rows())
+
+
+def test_regret_interpolates_in_log_lr_and_a_nan_answer_counts_as_diverged(table):
+    losses = table.target_losses()
+    best = np.nanmin(losses)
+    assert table.target == (400, TARGET) and math.isnan(losses[-1])
+    assert table.regret(LRS[1]) == (pytest.approx(losses[1] - best), False)
+    midpoint = math.sqrt(LRS[1] * LRS[2])  # halfway in log10 LR
+    assert table.regret(midpoint)[0] == pytest.approx((losses[1] + losses[2]) / 2 - best)
+    assert table.regret(1e-6) == (pytest.approx(losses[0] - best), False)  # clamped to the edge
+    # between a finite LR and one that ended in NaN, the nearer one counts
+    below_nan = 10 ** (math.log10(LRS[3]) + 0.2 * (math.log10(LRS[4]) - math.log10(LRS[3])))
+    assert table.regret(below_nan) == (pytest.approx(losses[3] - best), False)
+    assert table.regret(LRS[4] * 0.9) == (pytest.approx(DIVERGED_LOSS - best), True)
+
+
+def test_oracle_charges_measured_seconds_and_refuses_what_may_not_fit(table):
+    oracle = TableOracle(table, budget=1.0, price_per_hour=PRICE)  # 10 s of runs
+    result = oracle.run(LRS[0], 50, SMALL)
+    assert result.seconds == pytest.approx(3.0) and oracle.spent == pytest.approx(0.3)
+    killed = oracle.run(LRS[-1], 50, SMALL)  # the demo's rule kills it: charged up to the kill
+    assert killed.diverged and math.isnan(killed.val_loss)
+    assert killed.seconds == pytest.approx(1.8)
+    with pytest.raises(OverBudget):
+        oracle.run(LRS[0], 400, TARGET)  # 42 s: cannot fit the $0.52 left
+    assert oracle.refused == 1 and oracle.spent == pytest.approx(0.48)
+    assert oracle.run(LRS[2] * 1.01, 50, SMALL).lr == LRS[2]  # snapped to the table's LR
+    assert oracle.snap == pytest.approx(math.log10(1.01))
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_stays_within_its_budget(table, method):
+    budgets = (1.0,) if method == "costbo" else (0.5, 1.0, 5.0, 20.0)  # costbo asks ~1 s each
+    for budget in budgets:
+        oracle = TableOracle(table, budget, PRICE)
+        lr = METHODS[method](oracle, seed=3)
+        assert oracle.spent <= budget + 1e-9
+        assert all(r.dollars <= oracle.quote(r.steps, r.model) + 1e-12 for r in oracle.runs)
+        assert lr > 0 and oracle.answers[-1][1] == lr
+    scored = replay(table, method, budgets[-1], seed=3)
+    assert float(scored["spent"]) <= budgets[-1] + 1e-9 and float(scored["regret"]) >= 0
+
+
+def test_random_search_at_full_fidelity_finds_the_target_optimum_with_enough_budget(table):
+    oracle = TableOracle(table, 30.0, PRICE)  # every target run fits
+    lr = METHODS["random_target"](oracle, seed=0)
+    assert table.regret(lr) == (0.0, False)
+    assert all((r.steps, r.model) == table.target for r in oracle.runs)
+
+
+def test_lrs_missing_on_some_rung_are_left_out():
+    rows = [
+        r for r in small_table_rows() if not (r["lr"] == format_lr(LRS[0]) and r["steps"] == 50)
+    ]
+    table = SweepTable(rows)
+    assert table.lrs == LRS[1:] and table.dropped_lrs == [LRS[0]]
+
+
+def test_sweep_resumes_skipping_done_cells_and_drops_a_torn_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the sweep sets it; restored afterwards
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    for split, count in (("train", 40_000), ("val", 60_000)):
+        tokens = rng.integers(0, 256, count, dtype=np.uint16)
+        write_shard(tmp_path / "data" / f"bytes_{split}_000000.bin", tokens)
+    table = tmp_path / "table.csv"
+    done, todo = Cell(SMALL, 50, 1e-3), Cell(SMALL, 50, 3e-3)
+    append_row(table, row(SMALL, 50, 1e-3, 3.9))
+    with table.open("a") as f:
+        f.write("1,32,1,50,3.000000e-03,compl")  # a crash mid-write
+    assert sweep([done, todo], table, tmp_path) == 1  # one real twin run through the runner
+    rows = read_table(table)
+    assert [r["lr"] for r in rows] == [format_lr(1e-3), format_lr(3e-3)]
+    assert list(rows[1]) == FIELDS and rows[1]["status"] == "complete"
+    assert 0 < float(rows[1]["val_loss"]) < 6 and float(rows[1]["seconds"]) > 0
+    assert int(rows[1]["steps_run"]) == 50 and rows[1]["threads"] == "1"
+    assert done_keys(rows) == {done.key, todo.key}
+    assert sweep([done, todo], table, tmp_path) == 0
