@@ -11,6 +11,16 @@ less), training steps/s from main.log's step times, the median step and the star
 (wall minus step and eval time, mostly ``import torch``), plus the load average around it.
 
     .venv/bin/python benchmarks/twin_speed.py [--steps 300] [--gpt2-steps 30] [--threads auto 2]
+        [--repeats 5]
+
+With ``--repeats N`` every (build, thread setting) runs N times, interleaved (so that a load
+that comes and goes hits them alike), and the median wall time of each is printed at the end.
+``--builds`` compares source trees: each run imports ``costbo`` from that folder (PYTHONPATH),
+e.g. an earlier commit's twin against this checkout's:
+
+    git archive af6a3d4 costbo | tar -x -C /tmp/old
+    .venv/bin/python benchmarks/twin_speed.py --gpt2-steps 0 --threads auto --repeats 5 \
+        --builds . /tmp/old
 """
 
 from __future__ import annotations
@@ -34,8 +44,12 @@ FIXED = ["-u", "30", "-l", "3e-3", "-n", "0", "-s", "0"]
 STEP_MS = re.compile(r"time \(ms\):([0-9.]+)")
 
 
-def run(data, steps: int, threads: str, vocab: list[str], out_dir: Path) -> dict:
+def run(
+    data, steps: int, threads: str, vocab: list[str], out_dir: Path, build: str | None = None
+) -> dict:
     env = dict(os.environ)
+    if build is not None:
+        env["PYTHONPATH"] = str(Path(build).resolve())
     env.pop("OMP_NUM_THREADS", None)
     if threads != "auto":
         env["OMP_NUM_THREADS"] = threads
@@ -60,7 +74,7 @@ def run(data, steps: int, threads: str, vocab: list[str], out_dir: Path) -> dict
     }
 
 
-def report(name: str, threads: str, r: dict, target_steps: int) -> None:
+def report(name: str, threads: str, r: dict, target_steps: int, load: float) -> None:
     steps_per_s = r["steps"] / r["train_s"]
     overhead = r["wall"] - r["train_s"]
     projected = r["wall"] + (target_steps - r["steps"]) * r["median_ms"] / 1000
@@ -71,10 +85,10 @@ def report(name: str, threads: str, r: dict, target_steps: int) -> None:
     )
     if r["steps"] != target_steps:
         line += f"  (~{projected:.0f} s for {target_steps} steps)"
-    elif name == "bytes":
+    elif name.startswith("bytes"):
         verdict = "met" if r["wall"] <= GOAL_SECONDS else "NOT met"
         line += f"  goal <= {GOAL_SECONDS:.0f} s: {verdict}"
-    print(line + f"  [{r['device']}]", flush=True)
+    print(line + f"  [{r['device']}, load {load:.2f}]", flush=True)
 
 
 def main() -> None:
@@ -82,6 +96,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="steps on byte data")
     parser.add_argument("--gpt2-steps", type=int, default=30, help="steps on GPT-2 data (0: skip)")
     parser.add_argument("--threads", nargs="+", default=["auto", "2"], help="'auto' or counts")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each thread setting")
+    parser.add_argument("--builds", nargs="+", help="source trees to import costbo from")
     args = parser.parse_args()
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -94,9 +110,24 @@ def main() -> None:
             f"in {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        for threads in args.threads:
-            r = run(byte_data, args.steps, threads, ["-vs", "256"], Path(tmp) / f"b{threads}")
-            report("bytes", threads, r, args.steps)
+        builds = args.builds or [None]
+        walls: dict[tuple, list[float]] = {(b, t): [] for b in builds for t in args.threads}
+        for _ in range(args.repeats):
+            for build, threads in walls:
+                load = os.getloadavg()[0]
+                out = Path(tmp) / f"b{threads}"
+                r = run(byte_data, args.steps, threads, ["-vs", "256"], out, build)
+                name = "bytes" if build is None else f"bytes {build}"
+                report(name, threads, r, args.steps, load)
+                walls[(build, threads)].append(r["wall"])
+        if args.repeats > 1:
+            for (build, threads), w in walls.items():
+                print(
+                    f"bytes {build or ''} threads={threads:<4} median wall "
+                    f"{statistics.median(w):.2f} s over {len(w)} runs (min {min(w):.2f}, "
+                    f"max {max(w):.2f})",
+                    flush=True,
+                )
         if args.gpt2_steps > 0:
             started = time.perf_counter()
             gpt2_data = prepare_data(Path(tmp) / "data", tokenizer="gpt2")
@@ -106,8 +137,9 @@ def main() -> None:
                 flush=True,
             )
             for threads in args.threads:
+                load = os.getloadavg()[0]
                 r = run(gpt2_data, args.gpt2_steps, threads, [], Path(tmp) / f"g{threads}")
-                report("gpt2", threads, r, args.steps)
+                report("gpt2", threads, r, args.steps, load)
     print(f"load average after: {os.getloadavg()}", flush=True)
 
 
