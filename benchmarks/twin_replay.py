@@ -12,8 +12,10 @@ steps (the demo's full-scale run: (2, 128, 2) for 400 steps).
   running (and the oracle's refusal of runs past the budget) is the most any LR cost on that
   rung, so no run charges more than its quote and no strategy spends past its budget.
 - Regret: the target's true final val loss at the recommended LR minus the best final val loss
-  measured at the target (a run the rule would kill still has its real loss here). Between two
-  measured LRs that both ended finite, the loss is interpolated linearly in log10 LR; when one
+  measured at the target (a run the rule would kill still has its real loss here), over every
+  LR measured at the target (the grid, plus any finer target-only points the sweep added where
+  the loss changes fast; strategies cannot run those). Between two measured LRs that both ended
+  finite, the loss is interpolated linearly in log10 LR; when one
   of the two ended in NaN, the nearer one counts (a NaN nearer one is a diverged answer);
   outside the table's LR range, the edge. A diverged answer counts ln(256) - best (byte-level
   data: the loss of a uniform guess).
@@ -81,9 +83,10 @@ from costbo.gpt2 import ModelShape  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "twin_replay.csv"
 BYTE_VOCAB = 256
 DIVERGED_LOSS = math.log(BYTE_VOCAB)  # nats: a uniform guess over bytes
-# Budgets (dollars at $360/hour) scaled to the target run, as design.md's $5/$10/$20/$40 are to
-# a $15-20 full run: about a quarter, half, one and two target runs, plus the demo's own $20.
-BUDGETS = (1.25, 2.5, 5.0, 10.0, 20.0)
+# Budgets (dollars at $360/hour) scaled to the target run (~$5.3, at most $5.62 in the committed
+# table) as design.md's $5/$10/$20/$40 are to a $15-20 full run: about a quarter, half, one and
+# two target runs, plus the demo's own $20 (~3.6 target runs).
+BUDGETS = (1.5, 3.0, 6.0, 12.0, 20.0)
 FIELDS = ["table", "method", "budget", "seed", "lr", "regret", "diverged", "spent", "runs", "snap"]
 
 
@@ -154,7 +157,12 @@ class SweepTable:
         self.lrs = [float(t) for t in self.lr_texts]
         self.cells = cells
         self.target = (self.steps[-1], self.models[-1])
-        self._log_lrs = [math.log10(lr) for lr in self.lrs]
+        # regret is scored on every LR measured at the target, extra target-only points too
+        steps, model = self.target
+        scored = sorted((t for m, s, t in cells if (m, s) == (model, steps)), key=float)
+        self.scored_lrs = [float(t) for t in scored]
+        self._scored = [cells[(model, steps, t)].val_loss for t in scored]
+        self._log_scored = [math.log10(lr) for lr in self.scored_lrs]
 
     @classmethod
     def load(cls, path: Path = TABLE, lr_range: tuple[float, float] | None = None) -> SweepTable:
@@ -168,8 +176,8 @@ class SweepTable:
     def nearest_lr(self, lr: float) -> tuple[float, float]:
         """The table LR nearest to ``lr`` in log10, and the distance (decades)."""
         x = math.log10(lr)
-        i = min(range(len(self.lrs)), key=lambda j: abs(self._log_lrs[j] - x))
-        return self.lrs[i], abs(self._log_lrs[i] - x)
+        nearest = min(self.lrs, key=lambda t: abs(math.log10(t) - x))
+        return nearest, abs(math.log10(nearest) - x)
 
     def cell(self, lr: float, steps: int, model: ModelShape) -> Measured:
         text = self.lr_texts[self.lrs.index(lr)]
@@ -180,25 +188,24 @@ class SweepTable:
         return max(self.cell(lr, steps, model).seconds for lr in self.lrs)
 
     def target_losses(self) -> list[float]:
-        steps, model = self.target
-        return [self.cell(lr, steps, model).val_loss for lr in self.lrs]
+        """Final val losses (nats, NaN: ended in NaN) at ``scored_lrs``, the target's LRs."""
+        return list(self._scored)
 
     def best_target_loss(self) -> float:
-        return float(np.nanmin(self.target_losses()))
+        return float(np.nanmin(self._scored))
 
     def target_loss_at(self, lr: float) -> float:
         """The target's val loss at ``lr`` (NaN: diverged), interpolated as the module says."""
-        losses = self.target_losses()
-        x = min(max(math.log10(lr), self._log_lrs[0]), self._log_lrs[-1])
-        j = bisect.bisect_left(self._log_lrs, x)
-        if j < len(self._log_lrs) and math.isclose(self._log_lrs[j], x, abs_tol=1e-6):
+        losses, xs = self._scored, self._log_scored
+        x = min(max(math.log10(lr), xs[0]), xs[-1])
+        j = bisect.bisect_left(xs, x)
+        if j < len(xs) and math.isclose(xs[j], x, abs_tol=1e-6):
             return losses[j]
         lo, hi = j - 1, j
         if math.isfinite(losses[lo]) and math.isfinite(losses[hi]):
-            w = (x - self._log_lrs[lo]) / (self._log_lrs[hi] - self._log_lrs[lo])
+            w = (x - xs[lo]) / (xs[hi] - xs[lo])
             return (1 - w) * losses[lo] + w * losses[hi]
-        nearer = lo if x - self._log_lrs[lo] <= self._log_lrs[hi] - x else hi
-        return losses[nearer]
+        return losses[lo] if x - xs[lo] <= xs[hi] - x else losses[hi]
 
     def regret(self, lr: float) -> tuple[float, bool]:
         """(regret in nats, diverged) of answering ``lr`` for the target run."""
@@ -492,13 +499,17 @@ def main() -> None:
     table = SweepTable.load(args.table, tuple(args.lr_range) if args.lr_range else None)
     steps, model = table.target
     best = table.best_target_loss()
-    best_lr = table.lrs[int(np.nanargmin(table.target_losses()))]
+    best_lr = table.scored_lrs[int(np.nanargmin(table.target_losses()))]
     print(
         f"table: {len(table.lrs)} LRs {format_lr(table.lrs[0])}..{format_lr(table.lrs[-1])} x "
         f"{len(table.steps)} steps x {len(table.models)} models; target {model} x {steps} steps:"
         f" best val loss {best:.4f} at lr {best_lr:.3e}; one target run costs up to "
         f"${TableOracle(table, 1.0).quote(steps, model):.2f}"
-        + (f"; LRs not on every rung (left out): {table.dropped_lrs}" if table.dropped_lrs else "")
+        + (
+            f"; LRs not on every rung (not searched): {table.dropped_lrs}"
+            if table.dropped_lrs
+            else ""
+        )
     )
     if not args.report:
         done = {

@@ -24,6 +24,8 @@ machine. ``benchmarks/twin_replay.py`` replays the table.
 
     .venv/bin/python benchmarks/twin_sweep.py                        # the whole table, resumable
     .venv/bin/python benchmarks/twin_sweep.py --lrs 1e-3 --limit 4   # a few runs: time estimate
+    .venv/bin/python benchmarks/twin_sweep.py --models 2,128,2 --steps 400 \
+        --lrs 3.548e-3 3.981e-3 4.467e-3 4.732e-3 5.012e-3 5.309e-3   # finer target points
 """
 
 from __future__ import annotations
@@ -310,11 +312,17 @@ def main() -> None:
     parser.add_argument("--lr-high", type=float, default=LR_HIGH)
     parser.add_argument("--lrs", type=float, nargs="+", help="only these LRs (e.g. an estimate)")
     parser.add_argument("--steps", type=int, nargs="+", default=list(DEMO_STEPS))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[",".join(map(str, m)) for m in DEMO_MODELS],
+        help="depth,channels,heads of each model, e.g. 2,128,2",
+    )
     parser.add_argument("--limit", type=int, help="stop after this many new runs")
     parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS of every twin run")
     args = parser.parse_args()
     lrs = args.lrs or lr_grid(args.lr_low, args.lr_high, args.lr_points)
-    models = [ModelShape(*m) for m in DEMO_MODELS]
+    models = [ModelShape(*(int(v) for v in m.split(","))) for m in args.models]
     todo = list(cells(models, args.steps, lrs))
     sweep(todo, args.out, args.work_dir.resolve(), args.threads, args.limit)
 

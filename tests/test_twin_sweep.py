@@ -145,6 +145,17 @@ def test_lrs_missing_on_some_rung_are_left_out():
     assert table.lrs == LRS[1:] and table.dropped_lrs == [LRS[0]]
 
 
+def test_extra_target_points_score_answers_but_are_not_searched():
+    midpoint = math.sqrt(LRS[2] * LRS[3])
+    table = SweepTable(small_table_rows() + [row(TARGET, 400, midpoint, 3.0)])
+    assert midpoint not in table.lrs and table.dropped_lrs == [float(format_lr(midpoint))]
+    best = np.nanmin(table.target_losses())
+    assert table.regret(midpoint)[0] == pytest.approx(3.0 - best)  # measured, not interpolated
+    between = 10 ** ((math.log10(midpoint) + math.log10(LRS[3])) / 2)
+    expected = (3.0 + table.target_losses()[-2]) / 2
+    assert table.regret(between)[0] == pytest.approx(expected - best)
+
+
 def test_sweep_resumes_skipping_done_cells_and_drops_a_torn_line(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the sweep sets it; restored afterwards
     rng = np.random.default_rng(0)
