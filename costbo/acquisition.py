@@ -1,5 +1,16 @@
 """Acquisition: what a candidate run is worth for the full-scale answer, per predicted dollar.
 
+- ``regret_per_dollar`` (the default): first the fidelity, then the LR. A fidelity is worth
+  the expected reduction of the full-scale regret that runs there would bring, per dollar:
+  with the target's basin locally quadratic, the expected regret of answering at the posterior
+  optimum is ``c sigma^2``, ``sigma`` the sd of the full-scale optimum's location under the
+  optimum-drift model (``costbo.drift``), so the value of a fidelity is the drop in ``sigma^2``
+  that one more run there, or a sweep of SWEEP_RUNS across its basin, would bring, divided by
+  their dollars (the better of the two). Runs near the target in (steps, width) pin its
+  optimum; runs far from it cannot pin it below the drift's bend, however cheap, and runs at
+  a well-known rung stop helping once its roughness dominates. Within the chosen fidelity the
+  LR is the knowledge gradient's choice (below).
+
 Both functions score every candidate (a log10 LR on a grid x every allowed fidelity) exactly, in
 one pass of tensor algebra: no inner optimizer. A candidate's value is measured at the target
 fidelity, never at its own: plain EI at the candidate's fidelity divided by cost is the known
@@ -26,6 +37,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
+from costbo.drift import OptimumDrift, RungOptimum, rung_optimum_sd
 from costbo.surrogate import DTYPE, LossPosterior
 
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(32)
@@ -114,4 +126,52 @@ def _rowwise_kernel(post: LossPosterior, za: torch.Tensor, zb: torch.Tensor) -> 
     return out
 
 
-ACQUISITIONS = {"kg_per_dollar": kg_per_dollar, "ei_per_dollar": ei_per_dollar}
+SWEEP_RUNS = 3  # a sweep across a new rung's basin: below, at and above its optimum
+
+
+def fidelity_values(
+    drift: OptimumDrift,
+    rungs: list[RungOptimum],
+    candidates: list[tuple[object, float, float, float]],
+    pending: dict,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected drop of the full-scale optimum's variance (decades^2) per dollar for each
+    candidate fidelity ``(key, s, w, dollars per run)``, and how many runs that assumes (1 or
+    SWEEP_RUNS). ``pending`` counts asked, untold runs per key: they count as if they had landed
+    near their rung's optimum, so asking again before telling looks elsewhere."""
+    by_key = {r.key: r for r in rungs}
+    for key, n in pending.items():  # pending runs: assume they pin their rung as runs do
+        r = by_key.get(key)
+        if r is not None:
+            runs = r.runs + n
+            by_key[key] = _with_runs(r, runs, r.bracketed or runs >= 2)
+    base = list(by_key.values())
+    var_now = drift.target_sd_with(base) ** 2
+    values = np.zeros(len(candidates))
+    runs_used = np.ones(len(candidates), dtype=int)
+    for i, (key, s, w, dollars) in enumerate(candidates):
+        old = by_key.get(key)
+        if old is None:
+            old = RungOptimum(s, w, 0.0, rung_optimum_sd(0, False), 0, False, key)
+            old = _with_runs(old, pending.get(key, 0), pending.get(key, 0) >= 2)
+        others = [r for r in base if r.key != key]
+        for k in (1, SWEEP_RUNS):
+            runs = old.runs + k
+            new = _with_runs(old, runs, old.bracketed or runs >= 2)
+            drop = var_now - drift.target_sd_with([*others, new]) ** 2
+            value = max(drop, 0.0) / (k * dollars)
+            if value > values[i]:
+                values[i], runs_used[i] = value, k
+    return values, runs_used
+
+
+def _with_runs(rung: RungOptimum, runs: int, bracketed: bool) -> RungOptimum:
+    sd = rung_optimum_sd(runs, bracketed)
+    return RungOptimum(rung.s, rung.w, rung.log10_lr, sd, runs, bracketed, rung.key)
+
+
+ACQUISITIONS = {
+    "regret_per_dollar": kg_per_dollar,  # the LR within the chosen fidelity: see above
+    "kg_per_dollar": kg_per_dollar,
+    "ei_per_dollar": ei_per_dollar,
+}

@@ -1,10 +1,15 @@
 """The answer: the max LR that minimizes the expected full-scale val loss, divergence included.
 
-The objective on the target's LR grid is ``(1 - p(u)) mu(u) + p(u) L_div``. The 90% interval is
-the 5%..95% range of the argmin over joint posterior samples of the target slice. Candidates at
-or above any LR that diverged at a smaller fidelity are excluded outright: with the best LR
-falling as steps and width grow, such an LR diverges at full scale too, and a diverged final run
-wastes the whole final budget.
+The objective on the target's LR grid is ``(1 - p(u)) mu(u) + p(u) L_div``, averaged over joint
+posterior samples of the target slice, where ``p`` is the chance that the divergence boundary
+(the learned ratio above the full-scale optimum) lies below ``u``. How uncertain that optimum's
+location is comes from the optimum-drift model (``costbo.drift``): the argmins of posterior
+samples of a flat basin are heavy-tailed and, measured on the simulator's families, 2-3x wider
+than the actual error, so a margin taken from them hedged far below the optimum for nothing.
+The 90% interval is the posterior-mean argmin +-1.645 sd of that location (widened to include
+the recommendation). Candidates at or above any LR that diverged at a smaller fidelity are
+excluded outright: with the best LR falling as steps and width grow, such an LR diverges at full
+scale too, and a diverged final run wastes the whole final budget.
 """
 
 from __future__ import annotations
@@ -12,33 +17,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from scipy.special import ndtr
 
 from costbo.divergence import SHARPNESS, DivergenceModel
-from costbo.surrogate import DTYPE, LossPosterior, to_inputs
+from costbo.surrogate import LossPosterior, to_inputs
 from costbo.trial import Recommendation
-
-N_SAMPLES = 512
-
-
-def optimum_samples(
-    post: LossPosterior, log10_lr: np.ndarray, s: float, w: float, seed: int
-) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, np.ndarray]:
-    """Posterior mean, covariance and ``N_SAMPLES`` joint samples of the loss on an LR slice."""
-    z = to_inputs(
-        torch.as_tensor(log10_lr), torch.full((len(log10_lr),), s), torch.full((len(log10_lr),), w)
-    )
-    mean = post.mean(z)
-    cov = post.cov(z)
-    cov = 0.5 * (cov + cov.T)
-    gen = torch.Generator().manual_seed(int(seed))
-    # Eigen-decomposition instead of Cholesky: a smooth slice's covariance is near singular.
-    evals, evecs = torch.linalg.eigh(cov)
-    root = evecs * evals.clamp_min(0.0).sqrt()
-    noise = torch.randn(len(log10_lr), N_SAMPLES, generator=gen, dtype=DTYPE)
-    samples = (mean[:, None] + root @ noise).T.numpy()  # N_SAMPLES x m
-    return mean.numpy(), cov, z, samples
 
 
 def recommend(
@@ -51,34 +34,29 @@ def recommend(
     target_steps: int,
     target_width: int,
     n_observations: int,
-    seed: int,
+    optimum_sd: float,
 ) -> Recommendation:
     """Minimize the posterior expected risk-adjusted loss over ``log10_lr`` (the target's
-    plausible LR window), coherently per posterior sample: each sampled loss curve brings its
-    own optimum, and the divergence boundary sits the learned ratio above that optimum."""
+    plausible LR window); ``optimum_sd`` (decades) is the uncertainty of the full-scale
+    optimum's location, on which the divergence boundary's position depends."""
     grid = np.asarray(log10_lr, dtype=float)
     if lr_cap is not None:
         allowed = grid < math.log10(lr_cap) - 1e-9
         if not allowed.any():
             allowed = grid <= grid.min()  # every LR in range diverged somewhere: the lowest
         grid = grid[allowed]
-    mean, cov, _, samples = optimum_samples(post, grid, 0.0, 0.0, seed)
-    sample_opt = grid[samples.argmin(axis=1)]  # S
-    # The boundary sits the learned ratio above the optimum, so it is as uncertain as the
-    # optimum. The spread of sampled argmins is heavy-tailed (a flat basin lets the residual's
-    # wiggles move an argmin far), so its scale is taken robustly, from the interquartile range.
-    q25, q75 = np.quantile(sample_opt, [0.25, 0.75])
-    opt_sd = (q75 - q25) / 1.349
+    zeros = np.zeros(len(grid))
+    z = to_inputs(grid, zeros, zeros)
+    mean, var = post.mean(z).numpy(), post.var(z).numpy()
     offset, offset_sd = divergence.boundary(0.0, 0.0, 0.0)
-    scale = math.sqrt(SHARPNESS**2 + float(offset_sd) ** 2 + opt_sd**2)
+    scale = math.sqrt(SHARPNESS**2 + float(offset_sd) ** 2 + optimum_sd**2)
     opt_mean = float(grid[mean.argmin()])
-    p = np.broadcast_to(ndtr((grid - (opt_mean + float(offset))) / scale), samples.shape)
-    sample_risk = (1.0 - p) * samples + p * divergence_loss
-    risk = sample_risk.mean(axis=0)
+    p = ndtr((grid - (opt_mean + float(offset))) / scale)
+    risk = (1.0 - p) * mean + p * divergence_loss  # the expectation is linear in the loss
     best = int(risk.argmin())
-    # The interval is the credible interval of the loss-optimal LR itself (samples' argmins);
-    # the recommendation may sit below its middle where the divergence risk says so.
-    low, high = np.quantile(sample_opt, [0.05, 0.95])
+    # The interval is the credible interval of the loss-optimal LR itself; the recommendation
+    # may sit below its middle where the divergence risk says so.
+    low, high = opt_mean - 1.645 * optimum_sd, opt_mean + 1.645 * optimum_sd
     rec = float(grid[best])
     low, high = min(low, rec), max(high, rec)
     return Recommendation(
@@ -86,8 +64,8 @@ def recommend(
         lr_low=10.0 ** float(low),
         lr_high=10.0 ** float(high),
         val_loss=float(mean[best]),
-        val_loss_std=float(math.sqrt(max(float(cov[best, best]), 0.0))),
-        divergence_probability=float(p[:, best].mean()),
+        val_loss_std=float(math.sqrt(max(float(var[best]), 0.0))),
+        divergence_probability=float(p[best]),
         target_steps=target_steps,
         target_width=target_width,
         n_observations=n_observations,

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
-from costbo.acquisition import ACQUISITIONS, Candidates, TargetSlice
+from costbo.acquisition import ACQUISITIONS, Candidates, TargetSlice, fidelity_values
 from costbo.cost_model import CostModel, CostPrediction
 from costbo.divergence import DivergenceModel
 from costbo.gpt2 import MAX_SEQ_LEN, TOKENS_PER_STEP, VOCAB_SIZE, ModelShape
@@ -38,7 +39,7 @@ from costbo.surrogate import LossPosterior, LossSurrogate, expected_far_noise, t
 from costbo.trial import BudgetExhausted, Recommendation, Trial, TrialStatus
 
 INITIAL_OFFSETS = (-0.5, 0.0, 0.5)  # decades around the prior optimum of the cheapest rung
-CANDIDATE_WINDOW = (-1.2, 0.9)  # decades around each rung's current best LR worth probing
+CANDIDATE_WINDOW = (-0.5, 0.4)  # decades around each rung's current best LR worth probing
 RECOMMENDATION_GRID = 161
 TARGET_WINDOW = 1.0  # decades either side of the prior's full-scale optimum
 
@@ -46,11 +47,13 @@ TARGET_WINDOW = 1.0  # decades either side of the prior's full-scale optimum
 @contextlib.contextmanager
 def _single_threaded():
     """Run the model arithmetic on one thread: its matrices are tens to hundreds wide, where
-    torch's thread pool costs far more than it saves (8x slower on a busy 2-core machine)."""
+    torch's and the BLAS's thread pools cost far more than they save (8x slower on a busy
+    2-core machine; scipy's L-BFGS-B alone spent most of a study spinning BLAS threads)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -72,7 +75,10 @@ class Study:
         price_per_hour: dollars per hour of the machine.
         journal: path of the append-only JSONL journal (None: in memory only).
         seed: makes the initial design and the recommendation's sampling reproducible.
-        acquisition: ``"kg_per_dollar"`` (default: won the benchmark) or ``"ei_per_dollar"``.
+        acquisition: ``"regret_per_dollar"`` (default: the fidelity whose runs most reduce
+            the expected full-scale regret per dollar, the LR there by knowledge gradient; it
+            won the benchmark), ``"kg_per_dollar"`` (knowledge gradient over every fidelity
+            and LR) or ``"ei_per_dollar"``; see ``costbo.acquisition``.
         reserve: dollars kept out of the tuning budget.
         cost_quantile: the budget guard reserves this quantile of each run's predicted cost.
         prior: a ``LearningRatePrior``; default: published scaling laws at the target.
@@ -91,7 +97,7 @@ class Study:
         journal: str | Path | None = None,
         seed: int = 0,
         *,
-        acquisition: str = "kg_per_dollar",
+        acquisition: str = "regret_per_dollar",
         reserve: float = 0.0,
         cost_quantile: float = 0.9,
         prior: LearningRatePrior | None = None,
@@ -435,6 +441,8 @@ class Study:
         if pending:
             post = post.with_fantasies(self._inputs(pending))
         target = self._target_slice(state)
+        if self.acquisition == "regret_per_dollar":
+            affordable = [self._best_fidelity(affordable, predictions, post)]
         rows = []
         for f in affordable:
             s, w = self.space.fidelity_coordinates(f)
@@ -470,6 +478,22 @@ class Study:
         order = np.lexsort((cand.dollars, -values))
         best_row = rows[int(order[0])]
         return best_row[0], float(best_row[2]), predictions[best_row[0]]
+
+    def _best_fidelity(self, affordable, predictions, post: LossPosterior) -> Fidelity:
+        """The affordable fidelity whose runs most reduce the full-scale optimum's variance per
+        dollar (``acquisition.fidelity_values``); the cheapest if none would."""
+        pending: dict = {}
+        for t in self._pending():
+            key = (t.steps, t.model)
+            pending[key] = pending.get(key, 0) + 1
+        candidates = []
+        for f in affordable:
+            s, w = self.space.fidelity_coordinates(f)
+            candidates.append(((f.steps, f.model), s, w, predictions[f].dollars))
+        values, _ = fidelity_values(post.drift, post.rungs, candidates, pending)
+        dollars = np.array([c[3] for c in candidates])
+        order = np.lexsort((dollars, -values))  # ties (nothing helps) go to the cheaper
+        return affordable[int(order[0])]
 
     def _taken_points(self) -> set[tuple[Fidelity, int]]:
         """(fidelity, LR grid index) of every trial that is pending or taught something: llm.c
@@ -750,7 +774,7 @@ class Study:
             target_steps=self.space.target.steps,
             target_width=self.space.target.width,
             n_observations=len(informative),
-            seed=self.seed + len(informative),
+            optimum_sd=state["posterior"].drift.sd(0.0, 0.0),
         )
 
     def posterior_slice(

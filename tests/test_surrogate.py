@@ -120,3 +120,19 @@ def test_one_absurd_loss_does_not_move_the_target_optimum(landscape):
     spoiled, _ = slice_at(fit_runs(LossSurrogate(PRIOR), runs + [(-2.0, 200, 64, 1e6)]), 0, 0)
     assert GRID[int(spoiled.argmin())] == pytest.approx(GRID[int(clean.argmin())], abs=0.1)
     assert float(spoiled.min()) == pytest.approx(float(clean.min()), abs=0.5)
+
+
+def test_direct_covariance_equals_gpytorch_kernels(landscape):
+    # The posterior evaluates the covariance in plain torch for speed; it must be the very
+    # kernel gpytorch defines (polynomial + level + drift bend + fidelity-scaled residual).
+    import gpytorch
+
+    post = fit_runs(LossSurrogate(PRIOR), bowl_runs(landscape))
+    gen = torch.Generator().manual_seed(0)
+    za = torch.randn(17, 3, generator=gen, dtype=torch.float64)
+    zb = torch.randn(9, 3, generator=gen, dtype=torch.float64)
+    with torch.no_grad(), gpytorch.settings.lazily_evaluate_kernels(False):
+        full = post.model.covar_module(za, zb).to_dense()
+        diag = post.model.covar_module(za, diag=True)
+    assert torch.allclose(post.model.covariance(za, zb), full, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(post.model.covariance(za, diag=True), diag, rtol=1e-9, atol=1e-12)
