@@ -180,3 +180,14 @@ def test_written_default_config_parses_as_plain_toml(tmp_path):
     assert set(tomllib.loads(path.read_text())) == {
         "study", "space", "llmc", "runner", "probe", "final"
     }  # fmt: skip
+
+
+def test_config_knows_every_acquisition_and_the_studys_default():
+    import inspect
+
+    from costbo.acquisition import ACQUISITIONS
+    from costbo.config import ACQUISITION_NAMES, DEFAULT_ACQUISITION
+    from costbo.study import Study
+
+    assert set(ACQUISITION_NAMES) == set(ACQUISITIONS)
+    assert DEFAULT_ACQUISITION == inspect.signature(Study).parameters["acquisition"].default
