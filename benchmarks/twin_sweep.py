@@ -11,7 +11,11 @@ real final val loss. Whether and when the demo's divergence rule (``DivergenceRu
 have killed it is computed from the run's train losses with the runner's own
 ``DivergenceMonitor`` and recorded beside it (``rule_kill_step``; ``rule_kill_seconds``
 estimated from the measured time to the first step and the measured step times), so that a
-replay can charge what costbo would have spent and still score against the true loss.
+replay can charge what costbo would have spent and still score against the true loss. When the
+rule changes, ``--recompute-kills`` redoes those two columns without training: it reads each
+row's run dir (``main.log``, ``stdout.log``) with ``costbo.llmc.log_parser`` and applies the
+current rule through the same ``rule_kill`` (the time to the first step, which the logs do not
+hold, comes from the row, to its millisecond).
 
 Each finished run becomes one CSV row (``benchmarks/data/twin_sweep.csv``): status (complete,
 or diverged = killed on NaN/inf), final val loss (empty when NaN), the runner's measured wall
@@ -26,6 +30,7 @@ machine. ``benchmarks/twin_replay.py`` replays the table.
     .venv/bin/python benchmarks/twin_sweep.py --lrs 1e-3 --limit 4   # a few runs: time estimate
     .venv/bin/python benchmarks/twin_sweep.py --models 2,128,2 --steps 400 \
         --lrs 3.548e-3 3.981e-3 4.467e-3 4.732e-3 5.012e-3 5.309e-3   # finer target points
+    .venv/bin/python benchmarks/twin_sweep.py --recompute-kills   # the rule's columns, again
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +60,7 @@ from costbo.demo import (  # noqa: E402
 )
 from costbo.gpt2 import ModelShape  # noqa: E402
 from costbo.llmc.command import TrainerSettings  # noqa: E402
+from costbo.llmc.log_parser import LogParser, RunLog  # noqa: E402
 from costbo.llmc.runner import DivergenceMonitor, DivergenceRule, Runner, RunResult  # noqa: E402
 from costbo.trial import TrialStatus  # noqa: E402
 
@@ -174,28 +180,33 @@ def append_row(path: Path, row: dict, fields: list[str] = FIELDS) -> None:
         os.fsync(f.fileno())
 
 
-def rule_kill(result: RunResult, rule: DivergenceRule, warmup_steps: int) -> int | None:
+def rule_kill(
+    train_losses: Mapping[int, float], rule: DivergenceRule, warmup_steps: int
+) -> int | None:
     """The 1-based step at which the runner's ``DivergenceMonitor`` with ``rule`` would have
-    killed this run (None: never), from its train losses."""
+    killed a run with these train losses (nats, by 1-based step); None: never."""
     monitor = DivergenceMonitor(rule, warmup_steps)
-    for step in sorted(result.train_losses):
-        if monitor.observe(step, result.train_losses[step]) is not None:
+    for step in sorted(train_losses):
+        if monitor.observe(step, train_losses[step]) is not None:
             return step
     return None
 
 
-def seconds_at_step(result: RunResult, step: int) -> float:
+def seconds_at_step(
+    first_step_seconds: float | None, step_ms: Mapping[int, float], step: int
+) -> float:
     """Measured wall seconds from launch to the end of ``step``: the time to the first step line
-    plus the measured times of steps 2 .. ``step`` (no eval runs in between: -v is -x)."""
-    later = sum(ms for s, ms in result.step_ms.items() if 1 < s <= step)
-    return (result.first_step_seconds or 0.0) + later / 1000.0
+    plus the measured times (``step_ms``, by 1-based step) of steps 2 .. ``step`` (no eval runs
+    in between: -v is -x)."""
+    later = sum(ms for s, ms in step_ms.items() if 1 < s <= step)
+    return (first_step_seconds or 0.0) + later / 1000.0
 
 
 def row_for(
     cell: Cell, result: RunResult, warmup_steps: int, threads: str, load: float, started: float
 ) -> dict:
     """The CSV row of a finished run (val loss empty unless the run completed)."""
-    kill = rule_kill(result, DEMO_RULE, warmup_steps)
+    kill = rule_kill(result.train_losses, DEMO_RULE, warmup_steps)
     step_ms = sorted(result.step_ms.values())
     return {
         "depth": cell.depth,
@@ -210,7 +221,9 @@ def row_for(
         "steps_run": max(result.train_losses, default=0),
         "seconds": f"{result.seconds:.3f}",
         "rule_kill_step": "" if kill is None else kill,
-        "rule_kill_seconds": "" if kill is None else f"{seconds_at_step(result, kill):.3f}",
+        "rule_kill_seconds": ""
+        if kill is None
+        else f"{seconds_at_step(result.first_step_seconds, result.step_ms, kill):.3f}",
         "first_step_seconds": ""
         if result.first_step_seconds is None
         else f"{result.first_step_seconds:.3f}",
@@ -248,8 +261,13 @@ def prepare(work_dir: Path) -> TrainerSettings:
             f"tokens in {data_dir}",
             flush=True,
         )
+    return trainer_settings(work_dir, twin_binary())
+
+
+def trainer_settings(work_dir: Path, binary: str = "costbo-twin") -> TrainerSettings:
+    """The demo's trainer settings for twin runs in ``work_dir`` (its data in ``data/``)."""
     return TrainerSettings(
-        binary=twin_binary(),
+        binary=binary,
         llmc_dir=work_dir,
         train_data="data/bytes_train_*.bin",
         val_data="data/bytes_val_*.bin",
@@ -303,6 +321,88 @@ def sweep(
     return made
 
 
+# --- the rule's verdict, again from the logs ----------------------------------------------------
+def cell_of(row: dict) -> Cell:
+    """The cell a CSV row measured."""
+    model = ModelShape(int(row["depth"]), int(row["width"]), int(row["heads"]))
+    return Cell(model, int(row["steps"]), float(row["lr"]))
+
+
+def logged_run(run_dir: Path) -> RunLog:
+    """What a run dir's logs say, read with costbo's log parser: main.log, then stdout.log,
+    whose losses (6 decimals to main.log's 4) are the ones the runner saw, so they win where
+    both report a step (main.log fills in steps a cut stdout lacks, as in the runner)."""
+    log = RunLog()
+    for name, source in (("main.log", "main.log"), ("stdout.log", "stdout")):
+        path = run_dir / name
+        if path.is_file():
+            parser = LogParser(source)
+            log.extend(parser.feed(path.read_bytes()))
+            log.extend(parser.close())
+    return log
+
+
+@dataclass(frozen=True)
+class KillChange:
+    """A row whose rule verdict changed: the kill step before and now (None: not killed)."""
+
+    cell: Cell
+    before: int | None
+    after: int | None
+    val_loss: str
+
+
+def recompute_kills(
+    table: Path, work_dir: Path, rule: DivergenceRule = DEMO_RULE
+) -> tuple[list[dict], list[KillChange]]:
+    """Recompute every row's ``rule_kill_step`` / ``rule_kill_seconds`` with ``rule`` from the
+    train losses and step times in its run dir's logs (``work_dir/runs/<cell>``), the time to
+    the first step taken from the row (the runner measured it; the logs do not hold it), and
+    rewrite ``table`` in place (atomically). Returns the new rows and the rows that changed."""
+    rows = read_table(table)
+    settings = trainer_settings(work_dir)
+    changes = []
+    for row in rows:
+        cell = cell_of(row)
+        run_dir = work_dir / "runs" / cell.run_dir_name
+        log = logged_run(run_dir)
+        if log.last_step < int(row["steps_run"]):
+            raise SystemExit(
+                f"{run_dir}: its logs hold {log.last_step} steps but the table says the run "
+                f"ran {row['steps_run']}: point --work-dir at the sweep's run dirs"
+            )
+        kill = rule_kill(log.train_losses, rule, settings.warmup_steps(cell.steps))
+        first = float(row["first_step_seconds"]) if row["first_step_seconds"] else None
+        before = int(row["rule_kill_step"]) if row["rule_kill_step"] else None
+        row["rule_kill_step"] = "" if kill is None else kill
+        row["rule_kill_seconds"] = (
+            "" if kill is None else f"{seconds_at_step(first, log.step_ms, kill):.3f}"
+        )
+        if kill != before:
+            changes.append(KillChange(cell, before, kill, row["val_loss"]))
+    fields = list(rows[0]) if rows else FIELDS
+    tmp = table.with_suffix(table.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, table)
+    return rows, changes
+
+
+def print_recomputed(rows: list[dict], changes: list[KillChange]) -> None:
+    """How many runs the rule kills now and before, and each row whose verdict changed."""
+    killed = sum(r["rule_kill_step"] != "" for r in rows)
+    was = killed + sum((c.before is not None) - (c.after is not None) for c in changes)
+    print(f"the rule kills {killed} of {len(rows)} runs (before: {was}); changed:")
+    for c in changes:
+        before = "-" if c.before is None else f"step {c.before}"
+        after = "-" if c.after is None else f"step {c.after}"
+        print(f"  {c.cell.run_dir_name}: {before} -> {after} (final val loss {c.val_loss})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=TABLE, help="the CSV (appended, resumable)")
@@ -320,7 +420,15 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, help="stop after this many new runs")
     parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS of every twin run")
+    parser.add_argument(
+        "--recompute-kills",
+        action="store_true",
+        help="run nothing: recompute rule_kill_step/_seconds of --out from the run dirs' logs",
+    )
     args = parser.parse_args()
+    if args.recompute_kills:
+        print_recomputed(*recompute_kills(args.out, args.work_dir.resolve()))
+        return
     lrs = args.lrs or lr_grid(args.lr_low, args.lr_high, args.lr_points)
     models = [ModelShape(*(int(v) for v in m.split(","))) for m in args.models]
     todo = list(cells(models, args.steps, lrs))

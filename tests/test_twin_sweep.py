@@ -26,14 +26,17 @@ from benchmarks.twin_replay import (  # noqa: E402
 from benchmarks.twin_sweep import (  # noqa: E402
     FIELDS,
     Cell,
+    KillChange,
     append_row,
     done_keys,
     format_lr,
     lr_grid,
     read_table,
+    recompute_kills,
     sweep,
 )
 from costbo.gpt2 import ModelShape  # noqa: E402
+from costbo.llmc.runner import DivergenceRule  # noqa: E402
 from costbo.llmc.shards import write_shard  # noqa: E402
 
 SMALL, TARGET = ModelShape(1, 32, 1), ModelShape(2, 128, 2)
@@ -156,23 +159,55 @@ def test_extra_target_points_score_answers_but_are_not_searched():
     assert table.regret(between)[0] == pytest.approx(expected - best)
 
 
-def test_sweep_resumes_skipping_done_cells_and_drops_a_torn_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the sweep sets it; restored afterwards
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A table with one fake row and a torn line, resumed by a sweep that makes one real twin
+    run (50 steps at 3e-3) through the runner: (work dir, table, the fake cell, the real one)."""
+    work = tmp_path_factory.mktemp("sweep")
     rng = np.random.default_rng(0)
-    (tmp_path / "data").mkdir()
+    (work / "data").mkdir()
     for split, count in (("train", 40_000), ("val", 60_000)):
         tokens = rng.integers(0, 256, count, dtype=np.uint16)
-        write_shard(tmp_path / "data" / f"bytes_{split}_000000.bin", tokens)
-    table = tmp_path / "table.csv"
+        write_shard(work / "data" / f"bytes_{split}_000000.bin", tokens)
+    table = work / "table.csv"
     done, todo = Cell(SMALL, 50, 1e-3), Cell(SMALL, 50, 3e-3)
     append_row(table, row(SMALL, 50, 1e-3, 3.9))
     with table.open("a") as f:
         f.write("1,32,1,50,3.000000e-03,compl")  # a crash mid-write
-    assert sweep([done, todo], table, tmp_path) == 1  # one real twin run through the runner
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # the sweep sets it; restored afterwards
+        assert sweep([done, todo], table, work) == 1
+    return work, table, done, todo
+
+
+def test_sweep_resumes_skipping_done_cells_and_drops_a_torn_line(swept, monkeypatch):
+    work, table, done, todo = swept
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     rows = read_table(table)
     assert [r["lr"] for r in rows] == [format_lr(1e-3), format_lr(3e-3)]
     assert list(rows[1]) == FIELDS and rows[1]["status"] == "complete"
     assert 0 < float(rows[1]["val_loss"]) < 6 and float(rows[1]["seconds"]) > 0
     assert int(rows[1]["steps_run"]) == 50 and rows[1]["threads"] == "1"
     assert done_keys(rows) == {done.key, todo.key}
-    assert sweep([done, todo], table, tmp_path) == 0
+    assert sweep([done, todo], table, work) == 0
+
+
+def test_recompute_kills_reads_the_run_dirs_logs_with_the_rule_given(swept, tmp_path):
+    work, table, done, todo = swept
+    with pytest.raises(SystemExit, match=done.run_dir_name):
+        recompute_kills(table, work)  # the fake row has no run dir
+    real = read_table(table)[1]
+    stale = tmp_path / "stale.csv"
+    append_row(stale, {**real, "rule_kill_step": 7, "rule_kill_seconds": "1.000"})
+    rows, changes = recompute_kills(stale, work)  # the demo's rule: a healthy run lives
+    assert read_table(stale) == rows and rows[0]["rule_kill_step"] == ""
+    assert rows[0]["rule_kill_seconds"] == "" and {k: rows[0][k] for k in FIELDS[:11]} == {
+        k: real[k] for k in FIELDS[:11]
+    }
+    assert changes == [KillChange(todo, 7, None, real["val_loss"])]
+    # a rule that fires on every step after warmup (5 of 50): killed at the first step after it
+    always = DivergenceRule(rise_above_first=-100.0, patience=1)
+    rows, changes = recompute_kills(stale, work, always)
+    assert rows[0]["rule_kill_step"] == 6 and changes[0].after == 6
+    first = float(real["first_step_seconds"])
+    assert first < float(rows[0]["rule_kill_seconds"]) < float(real["seconds"])
