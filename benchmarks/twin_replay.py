@@ -43,8 +43,9 @@ Methods (each ``method(oracle, seed) -> lr``):
     .venv/bin/python benchmarks/twin_replay.py --seeds 10 --lr-range 1e-4 0.1   # demo's space
     .venv/bin/python benchmarks/twin_replay.py --seeds 10 --report # the tables from the CSV
 
-Results are appended to ``benchmarks/results/twin_replay.csv`` with the table's digest (content
-and LR range), so a rerun skips what is done and a changed table starts afresh.
+Results are appended to ``benchmarks/data/twin_replay.csv`` with the table's digest (content
+and LR range) and the engine's (every ``costbo/*.py``), so a rerun skips what is done and a
+changed table or engine starts afresh (``--report`` shows the current table and engine only).
 """
 
 from __future__ import annotations
@@ -80,14 +81,36 @@ from benchmarks.twin_sweep import TABLE, append_row, format_lr, read_table  # no
 from costbo.demo import DEMO_PRICE_PER_HOUR, DEMO_SEQ_LEN, DEMO_TOTAL_BATCH  # noqa: E402
 from costbo.gpt2 import ModelShape  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "twin_replay.csv"
+RESULTS = ROOT / "benchmarks" / "data" / "twin_replay.csv"
 BYTE_VOCAB = 256
 DIVERGED_LOSS = math.log(BYTE_VOCAB)  # nats: a uniform guess over bytes
 # Budgets (dollars at $360/hour) scaled to the target run (~$5.3, at most $5.62 in the committed
 # table) as design.md's $5/$10/$20/$40 are to a $15-20 full run: about a quarter, half, one and
 # two target runs, plus the demo's own $20 (~3.6 target runs).
 BUDGETS = (1.5, 3.0, 6.0, 12.0, 20.0)
-FIELDS = ["table", "method", "budget", "seed", "lr", "regret", "diverged", "spent", "runs", "snap"]
+FIELDS = [
+    "table",
+    "engine",
+    "method",
+    "budget",
+    "seed",
+    "lr",
+    "regret",
+    "diverged",
+    "spent",
+    "runs",
+    "snap",
+]
+
+
+def engine_digest(package: Path = ROOT / "costbo") -> str:
+    """What identifies the engine a result came from: a digest of every ``.py`` under
+    ``package`` (paths and contents), uncommitted edits included."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -429,13 +452,14 @@ METHODS: dict[str, Callable[[TableOracle, int], float]] = {
 
 
 # --- the replay --------------------------------------------------------------------------------
-def replay(table: SweepTable, method: str, budget: float, seed: int) -> dict:
+def replay(table: SweepTable, method: str, budget: float, seed: int, engine: str = "") -> dict:
     """One (method, budget, seed): the answer, its regret and what was spent."""
     oracle = TableOracle(table, budget)
     lr = METHODS[method](oracle, seed)
     regret, diverged = table.regret(lr)
     return {
         "table": table.digest,
+        "engine": engine,
         "method": method,
         "budget": budget,
         "seed": seed,
@@ -511,11 +535,13 @@ def main() -> None:
             else ""
         )
     )
+    engine = engine_digest()
+    print(f"table digest {table.digest}, engine digest {engine}")
     if not args.report:
         done = {
             (r["method"], float(r["budget"]), int(r["seed"]))
             for r in read_results(args.out)
-            if r["table"] == table.digest
+            if r["table"] == table.digest and r.get("engine") == engine
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         for method in args.methods:
@@ -524,7 +550,7 @@ def main() -> None:
                     if (method, budget, seed) in done:
                         continue
                     started = time.perf_counter()
-                    row = replay(table, method, budget, seed)
+                    row = replay(table, method, budget, seed, engine)
                     append_row(args.out, row, FIELDS)
                     print(
                         f"{method} ${budget:g} seed {seed}: lr {float(row['lr']):.3e} regret "
@@ -536,6 +562,7 @@ def main() -> None:
         r
         for r in read_results(args.out)
         if r["table"] == table.digest
+        and r.get("engine") == engine
         and r["method"] in args.methods
         and float(r["budget"]) in args.budgets
         and int(r["seed"]) < args.seeds
