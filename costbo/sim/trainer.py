@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from costbo.gpt2 import MAX_SEQ_LEN, VOCAB_SIZE, ModelShape, num_parameters, shape_problem
+from costbo.llmc.flags import Config, Flag, UsageError, atof, atoi, parse_argv, with_flags
 from costbo.sim.curve import SimulatedRun, simulate_run, stable_seed
 from costbo.sim.gpu import CONTEXT_MIB, DEVICE_NAME, MEMORY_MIB, events_at
 from costbo.sim.landscape import FAMILIES, INIT_LOSS, Landscape, sample_landscape
@@ -110,82 +111,36 @@ class _Exit(Exception):
         self.code = code
 
 
-# --- C number parsing -------------------------------------------------------------------------
-_INT = re.compile(rb"\s*([+-]?\d+)")
-_FLOAT = re.compile(
-    rb"\s*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan))", re.IGNORECASE
-)
-
-
-def atoi(text: str) -> int:
-    """C's atoi: leading digits after optional blanks and sign; anything else is 0."""
-    m = _INT.match(os.fsencode(text))
-    if not m:
-        return 0
-    value = max(min(int(m.group(1)), 2**63 - 1), -(2**63))  # strtol saturates at long's range
-    return (value + 2**31) % 2**32 - 2**31  # then the cast to int keeps the low 32 bits
-
-
-def atof(text: str) -> float:
-    """C's atof: the longest numeric prefix (``1e3``, ``inf``, ``nan`` ...), else 0.0."""
-    m = _FLOAT.match(os.fsencode(text))
-    return float(m.group(1)) if m else 0.0
-
-
 def f32(value: float) -> float:
-    """Round to C float, as llm.c stores -l, -q, -c."""
+    """Round to C float, as llm.c stores -l, -q, -c, -sl, -sg."""
     return float(np.float32(value))
 
 
-# --- flags ------------------------------------------------------------------------------------
+# --- flags: llm.c's table (costbo/llmc/flags.py) plus the sim's own -zf, -zs, -zt -------------
 @dataclass
-class Config:
-    """train_gpt2cu's settings with its real defaults (train_gpt2.cu's main)."""
+class SimConfig(Config):
+    """train_gpt2cu's settings plus the simulated world's."""
 
-    train_data_pattern: str = "data/fineweb_train_*.bin"
-    val_data_pattern: str = "data/fineweb_val_*.bin"
-    tokenizer_path: str = "data/gpt2_tokenizer.bin"
-    hellaswag_path: str = "data/hellaswag_val.bin"
-    load_filename: str | None = None
-    lr_scheduler_type: str = "cosine"
-    output_log_dir: str = "log"
-    checkpoint_every: int = 1000
-    checkpoints_keep: int = 0
-    major_checkpoint_every: int = 0
-    resume: int = 0
-    B: int = 64
-    T: int = 1024
-    total_batch_size: int = 524288
-    learning_rate: float = f32(6e-4)
-    log_gpu_every: int = -1
-    warmup_iterations: int = 470
-    final_learning_rate_frac: float = 0.0
-    weight_decay: float = f32(0.1)
-    skip_update_lossz: float = 0.0
-    skip_update_gradz: float = 0.0
-    val_loss_every: int = 250
-    val_max_steps: int = 20
-    sample_every: int = 20000
-    genT: int = 64
-    overfit_single_batch: int = 0
-    max_steps: int = 4725
-    early_stopping_steps: int = -1
-    start_step: int = 0
-    override_enable_tf32: int = 1
-    use_master_weights: int = 1
-    gelu_fusion: int = -1
-    recompute: int = 1
-    zero_stage: int = 1
-    hellaswag_eval: int = 1
-    num_processes: int = 1
-    process_rank: int = 0
-    gpus_per_node: int = 8
-    depth: int = 12
-    num_channel: int = 768
-    num_heads: int = 12
-    family: str = "calibrated"
-    seed: int = 0
-    sleep_factor: float = 0.0
+    family: str = "calibrated"  # -zf
+    seed: int = 0  # -zs
+    sleep_factor: float = 0.0  # -zt
+
+
+FLAGS = with_flags(
+    [
+        Flag("-zf", "family", str, False, "landscape family"),
+        Flag("-zs", "seed", atoi, False, "landscape seed"),
+        Flag("-zt", "sleep_factor", atof, False, "sleep this factor x the simulated seconds"),
+    ],
+    before="-z",  # else llm.c's loose -z (zero stage) takes them
+)
+_C_FLOATS = (
+    "learning_rate",
+    "final_learning_rate_frac",
+    "weight_decay",
+    "skip_update_lossz",
+    "skip_update_gradz",
+)
 
 
 def usage() -> _Exit:
@@ -194,111 +149,14 @@ def usage() -> _Exit:
     return _Exit(EXIT_USAGE)
 
 
-def parse_args(argv: Sequence[str]) -> Config:
-    """llm.c's flag loop, branch for branch (the order decides e.g. ``-es`` vs ``-e``)."""
-    cfg = Config()
-    i = 0
-    while i < len(argv):
-        if i + 1 >= len(argv):
-            raise usage()
-        raw = os.fsencode(argv[i])
-        if raw[:1] != b"-" or len(raw) not in (2, 3):
-            raise usage()
-        a, b = raw[1:2], raw[2:3] or b"\0"
-        value = argv[i + 1]
-        if a == b"i" and b == b"d":
-            cfg.train_data_pattern = value
-        elif a == b"i" and b == b"v":
-            cfg.val_data_pattern = value
-        elif a == b"i" and b == b"t":
-            cfg.tokenizer_path = value
-        elif a == b"i" and b == b"h":
-            cfg.hellaswag_path = value
-        elif a == b"o":
-            cfg.output_log_dir = value
-        elif a == b"n" and b == b"\0":
-            cfg.checkpoint_every = atoi(value)
-        elif a == b"y":
-            cfg.resume = atoi(value)
-        elif a == b"b":
-            cfg.B = atoi(value)
-        elif a == b"t":
-            cfg.T = atoi(value)
-        elif a == b"d":
-            cfg.total_batch_size = atoi(value)
-        elif a == b"l" and b == b"\0":
-            cfg.learning_rate = f32(atof(value))
-        elif a == b"l" and b == b"g":
-            cfg.log_gpu_every = atoi(value)
-        elif a == b"u":
-            cfg.warmup_iterations = atoi(value)
-        elif a == b"q":
-            cfg.final_learning_rate_frac = f32(atof(value))
-        elif a == b"c":
-            cfg.weight_decay = f32(atof(value))
-        elif a == b"x":
-            cfg.max_steps = atoi(value)
-        elif a == b"v":
-            cfg.val_loss_every = atoi(value)
-        elif a == b"m":
-            cfg.val_max_steps = atoi(value)
-        elif a == b"s" and b == b"\0":
-            cfg.sample_every = atoi(value)
-        elif a == b"g" and b == b"e":
-            cfg.gelu_fusion = atoi(value)
-        elif a == b"g":
-            cfg.genT = atoi(value)
-        elif a == b"a":
-            cfg.overfit_single_batch = atoi(value)
-        elif a == b"f":
-            cfg.override_enable_tf32 = atoi(value)
-        elif a == b"w":
-            cfg.use_master_weights = atoi(value)
-        elif a == b"z" and b == b"f":  # costbo-sim: landscape family
-            cfg.family = value
-        elif a == b"z" and b == b"s":  # costbo-sim: landscape seed
-            cfg.seed = atoi(value)
-        elif a == b"z" and b == b"t":  # costbo-sim: sleep factor
-            cfg.sleep_factor = atof(value)
-        elif a == b"z":
-            cfg.zero_stage = atoi(value)
-        elif a == b"r":
-            cfg.recompute = atoi(value)
-        elif a == b"h":
-            cfg.hellaswag_eval = atoi(value)
-        elif a == b"k":
-            cfg.lr_scheduler_type = value
-        elif a == b"1" and b == b"d":
-            cfg.depth = atoi(value)
-        elif a == b"1" and b == b"c":
-            cfg.num_channel = atoi(value)
-        elif a == b"1" and b == b"h":
-            cfg.num_heads = atoi(value)
-        elif a == b"e" and b == b"s":
-            cfg.early_stopping_steps = atoi(value)
-        elif a == b"e":
-            cfg.load_filename = value
-        elif a == b"p" and b in (b"i", b"f", b"s"):
-            pass  # NCCL init method, fs path, server ip: single GPU here
-        elif a == b"p" and b == b"n":
-            cfg.num_processes = atoi(value)
-        elif a == b"p" and b == b"r":
-            cfg.process_rank = atoi(value)
-        elif a == b"p" and b == b"g":
-            cfg.gpus_per_node = atoi(value)
-        elif a == b"s" and b == b"l":
-            cfg.skip_update_lossz = f32(atof(value))
-        elif a == b"s" and b == b"g":
-            cfg.skip_update_gradz = f32(atof(value))
-        elif a == b"s" and b == b"s":
-            cfg.start_step = atoi(value)
-        elif a == b"n" and b == b"k":
-            cfg.checkpoints_keep = atoi(value)
-        elif a == b"n" and b == b"m":
-            cfg.major_checkpoint_every = atoi(value)
-        else:
-            raise usage()
-        i += 2
+def parse_args(argv: Sequence[str]) -> SimConfig:
+    """llm.c's flag loop; its float settings rounded to C floats, as llm.c holds them."""
+    try:
+        cfg = parse_argv(argv, SimConfig(), FLAGS)
+    except UsageError:
+        raise usage() from None
+    for name in _C_FLOATS:
+        setattr(cfg, name, f32(getattr(cfg, name)))
     return cfg
 
 
@@ -418,7 +276,7 @@ def generated_text(tokens: int, step: int, seed: int) -> str:
 
 
 # --- the run ----------------------------------------------------------------------------------
-def _table_rows(cfg: Config, train_num_batches: int, val_num_batches: int, n_params: int):
+def _table_rows(cfg: SimConfig, train_num_batches: int, val_num_batches: int, n_params: int):
     gelu = 0 if cfg.gelu_fusion == -1 else cfg.gelu_fusion
     params = [
         _RULE,
@@ -465,8 +323,8 @@ def _table_rows(cfg: Config, train_num_batches: int, val_num_batches: int, n_par
         row("vocab_size V         ", "%-50d", VOCAB_SIZE),
         row("padded_vocab_size Vp ", "%-50d", 50304),
         row("num_layers L         ", "%-50d", cfg.depth),
-        row("num_heads NH         ", "%-50d", cfg.num_heads),
-        row("channels C           ", "%-50d", cfg.num_channel),
+        row("num_heads NH         ", "%-50d", cfg.heads),
+        row("channels C           ", "%-50d", cfg.channels),
         row("num_parameters       ", "%-50d", n_params),
         _RULE,
         row("train_num_batches    ", "%-50d", train_num_batches),
@@ -476,7 +334,7 @@ def _table_rows(cfg: Config, train_num_batches: int, val_num_batches: int, n_par
     return params, device, model
 
 
-def _write_run_parameters(cfg: Config, lines: list[str]) -> None:
+def _write_run_parameters(cfg: SimConfig, lines: list[str]) -> None:
     out_dir = cfg.output_log_dir
     if not os.path.isdir(out_dir):
         with contextlib.suppress(OSError):  # llm.c ignores this mkdir's result
@@ -534,12 +392,12 @@ def _run(argv: Sequence[str]) -> int:
         return EXIT_USAGE
 
     # gpt_build: llm.c checks nothing here; a bad shape crashes or misbehaves later.
-    problem = shape_problem(cfg.depth, cfg.num_channel, cfg.num_heads)
+    problem = shape_problem(cfg.depth, cfg.channels, cfg.heads)
     if problem:
         sys.stdout.flush()
         sys.stderr.write(f"{PROGRAM}: {problem}\n")
         return EXIT_USAGE
-    model = ModelShape(cfg.depth, cfg.num_channel, cfg.num_heads)
+    model = ModelShape(cfg.depth, cfg.channels, cfg.heads)
     n_params = num_parameters(model.depth, model.channels)
     train_num_batches = cfg.max_steps
     if train_num_batches == -1:
@@ -634,7 +492,11 @@ def _run(argv: Sequence[str]) -> int:
 
 
 def _simulate(
-    cfg: Config, landscape: Landscape, model: ModelShape, train_num_batches: int, train_steps: int
+    cfg: SimConfig,
+    landscape: Landscape,
+    model: ModelShape,
+    train_num_batches: int,
+    train_steps: int,
 ) -> SimulatedRun | None:
     """The run's losses, or None when there is nothing to train (no steps, or an LR <= 0)."""
     lr = cfg.learning_rate
@@ -654,7 +516,7 @@ def _simulate(
 
 
 def _train(
-    cfg: Config,
+    cfg: SimConfig,
     out: Output,
     log: MainLog,
     landscape: Landscape,

@@ -24,167 +24,57 @@ import time
 from dataclasses import dataclass, fields
 
 from costbo.gpt2 import MAX_SEQ_LEN, VOCAB_SIZE, shape_problem
+from costbo.llmc.flags import Config, Flag, UsageError, atof, atoi, parse_argv, with_flags
 from costbo.tokenizers import BYTES_EOT, GPT2_EOT
 
 
 # ---------------------------------------------------------------------------------------------
-# configuration: train_gpt2cu's real defaults (its help text is wrong about several)
+# the command line: llm.c's flag table (costbo/llmc/flags.py) plus the twin's own -vs
 @dataclass
-class Config:
-    train_pattern: str = "data/fineweb_train_*.bin"
-    val_pattern: str = "data/fineweb_val_*.bin"
-    tokenizer_path: str = "data/gpt2_tokenizer.bin"
-    hellaswag_path: str = "data/hellaswag_val.bin"
-    load_filename: str | None = None
-    lr_scheduler: str = "cosine"
-    output_log_dir: str = "log"
-    checkpoint_every: int = 1000
-    checkpoints_keep: int = 0
-    major_checkpoint_every: int = 0
-    resume: int = 0
-    B: int = 64
-    T: int = 1024
-    total_batch_size: int = 524288
-    learning_rate: float = 6e-4
-    log_gpu_every: int = -1
-    warmup_iterations: int = 470
-    final_lr_fraction: float = 0.0
-    weight_decay: float = 0.1
-    skip_update_lossz: float = 0.0
-    skip_update_gradz: float = 0.0
-    val_loss_every: int = 250
-    val_max_steps: int = 20
-    sample_every: int = 20000
-    gen_tokens: int = 64
-    overfit_single_batch: int = 0
-    max_steps: int = 4725
-    early_stopping_steps: int = -1
-    start_step: int = 0
-    enable_tf32: int = 1
-    use_master_weights: int = 1
-    gelu_fusion: int = -1
-    recompute: int = 1
-    zero_stage: int = 1
-    hellaswag_eval: int = 1
-    num_processes: int = 1
-    process_rank: int = 0
-    gpus_per_node: int = 8
-    nccl_init_method: str = "mpi"
-    server_ip: str = ""
-    fs_path: str = ""
-    depth: int = 12
-    channels: int = 768
-    heads: int = 12
-    vocab_size: int = VOCAB_SIZE  # the twin's own -vs
+class TwinConfig(Config):
+    vocab_size: int = VOCAB_SIZE  # -vs
 
 
-def atoi(text: str) -> int:
-    """C's atoi: leading whitespace, sign, digits; anything else stops the parse (no digits: 0)."""
-    s = text.lstrip(" \t\n\v\f\r")
-    sign, digits = 1, ""
-    if s[:1] in ("+", "-"):
-        sign, s = (-1 if s[0] == "-" else 1), s[1:]
-    while s[:1].isdigit() and s[:1].isascii():
-        digits, s = digits + s[0], s[1:]
-    value = sign * int(digits) if digits else 0
-    value = max(-(2**63), min(2**63 - 1, value))  # strtol saturates, then (int) truncates
-    return (value + 2**31) % 2**32 - 2**31
-
-
-def atof(text: str) -> float:
-    """C's atof (strtod): the longest numeric prefix, incl. inf/nan/hex; no number gives 0.0."""
-    import re
-
-    s = text.lstrip(" \t\n\v\f\r")
-    m = re.match(r"[+-]?(?:inf(?:inity)?|nan(?:\([0-9a-z_]*\))?)", s, re.I)
-    if m:
-        return float(m.group(0).split("(")[0])
-    m = re.match(r"[+-]?0x(?:[0-9a-f]+\.?[0-9a-f]*|\.[0-9a-f]+)(?:p[+-]?\d+)?", s, re.I)
-    if m and re.search(r"[0-9a-f]", m.group(0)[m.group(0).lower().index("x") + 1 :], re.I):
-        return float.fromhex(m.group(0))
-    m = re.match(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?", s, re.I)
-    return float(m.group(0)) if m else 0.0
-
-
-# ---------------------------------------------------------------------------------------------
-# train_gpt2cu's flags in its own matching order. "loose" flags match on their first letter
-# alone, as llm.c's if-chain does (so -bx is -b); the others must match exactly.
-#   flag, Config field, parser, loose, what the twin does with it
-FLAGS: tuple[tuple[str, str, object, bool, str], ...] = (
-    ("-id", "train_pattern", str, False, "train shard glob (relative to the working dir)"),
-    ("-iv", "val_pattern", str, False, "val shard glob"),
-    ("-it", "tokenizer_path", str, False, "tokenizer file, used to print samples"),
-    ("-ih", "hellaswag_path", str, False, "HellaSwag file (the twin never evaluates it)"),
-    ("-o", "output_log_dir", str, True, "output dir: main.log, run_parameters.txt"),
-    ("-n", "checkpoint_every", atoi, False, "checkpoint every N steps: ignored by the twin"),
-    ("-y", "resume", atoi, True, "resume: only from an empty -o (the twin writes no checkpoints)"),
-    ("-b", "B", atoi, True, "micro batch size B"),
-    ("-t", "T", atoi, True, "sequence length T (<= 1024)"),
-    ("-d", "total_batch_size", atoi, True, "total batch size in tokens (-1: B*T)"),
-    ("-l", "learning_rate", atof, False, "max learning rate"),
-    ("-lg", "log_gpu_every", atoi, False, "GPU info every N steps: ignored"),
-    ("-u", "warmup_iterations", atoi, True, "warmup steps"),
-    ("-q", "final_lr_fraction", atof, True, "final LR fraction (min_lr = lr*q)"),
-    ("-c", "weight_decay", atof, True, "weight decay"),
-    ("-x", "max_steps", atoi, True, "schedule length in steps (-1: one epoch)"),
-    ("-vs", "vocab_size", atoi, False, "TWIN ONLY: vocabulary size, e.g. 256 for byte shards"),
-    ("-v", "val_loss_every", atoi, True, "val loss every N steps"),
-    ("-m", "val_max_steps", atoi, True, "val batches per eval (-1: whole val split)"),
-    ("-s", "sample_every", atoi, False, "sample text every N steps (0: never)"),
-    ("-ge", "gelu_fusion", atoi, False, "gelu fusion: ignored"),
-    ("-g", "gen_tokens", atoi, True, "tokens per sample"),
-    ("-a", "overfit_single_batch", atoi, True, "overfit the first val batch (1)"),
-    ("-f", "enable_tf32", atoi, True, "TF32 matmuls on CUDA (1)"),
-    ("-w", "use_master_weights", atoi, True, "fp32 master weights: ignored (always fp32)"),
-    ("-z", "zero_stage", atoi, True, "ZeRO stage: ignored (one process)"),
-    ("-r", "recompute", atoi, True, "recompute in backward: ignored"),
-    ("-h", "hellaswag_eval", atoi, True, "HellaSwag eval (1): skipped with a warning"),
-    ("-k", "lr_scheduler", str, True, "schedule: cosine, linear, constant, wsd"),
-    ("-1d", "depth", atoi, False, "model depth"),
-    ("-1c", "channels", atoi, False, "model channels"),
-    ("-1h", "heads", atoi, False, "model heads"),
-    ("-es", "early_stopping_steps", atoi, False, "stop after N steps (-1: at -x)"),
-    ("-e", "load_filename", str, True, "init from a .bin model: not supported by the twin"),
-    ("-pi", "nccl_init_method", str, False, "multi-GPU: ignored"),
-    ("-pf", "fs_path", str, False, "multi-GPU: ignored"),
-    ("-ps", "server_ip", str, False, "multi-GPU: ignored"),
-    ("-pn", "num_processes", atoi, False, "multi-GPU: ignored"),
-    ("-pr", "process_rank", atoi, False, "multi-GPU: ignored"),
-    ("-pg", "gpus_per_node", atoi, False, "multi-GPU: ignored"),
-    ("-sl", "skip_update_lossz", atof, False, "skip updates above this loss z-score (0: off)"),
-    ("-sg", "skip_update_gradz", atof, False, "skip updates above this grad z-score (0: off)"),
-    ("-ss", "start_step", atoi, False, "first step (schedule position)"),
-    ("-nk", "checkpoints_keep", atoi, False, "checkpoints kept: ignored"),
-    ("-nm", "major_checkpoint_every", atoi, False, "major checkpoints: ignored"),
+FLAGS = with_flags(
+    [
+        Flag(
+            "-vs", "vocab_size", atoi, False, "TWIN ONLY: vocabulary size, e.g. 256 for byte shards"
+        )
+    ],
+    before="-v",  # else llm.c's loose -v takes it
 )
+# what the twin does with the flags it does not honour as llm.c does, for its usage text
+NOTES = {
+    "-ih": "HellaSwag file (the twin never evaluates it)",
+    "-o": "output dir: main.log, run_parameters.txt",
+    "-n": "checkpoint every N steps: ignored by the twin",
+    "-y": "resume: only from an empty -o (the twin writes no checkpoints)",
+    "-lg": "GPU info every N steps: ignored",
+    "-ge": "gelu fusion: ignored",
+    "-f": "TF32 matmuls on CUDA (1)",
+    "-w": "fp32 master weights: ignored (always fp32)",
+    "-z": "ZeRO stage: ignored (one process)",
+    "-r": "recompute in backward: ignored",
+    "-h": "HellaSwag eval (1): skipped with a warning",
+    "-e": "init from a .bin model: not supported by the twin",
+    **dict.fromkeys(("-pi", "-pf", "-ps", "-pn", "-pr", "-pg"), "multi-GPU: ignored"),
+    "-nk": "checkpoints kept: ignored",
+    "-nm": "major checkpoints: ignored",
+}
 
 
-class UsageError(Exception):
-    """Bad command line: llm.c prints its usage to stderr and exits 1."""
-
-
-def parse_flags(argv: list[str]) -> Config:
+def parse_flags(argv: list[str]) -> TwinConfig:
     """llm.c's flag/value pairs; a value that is not a number reads as 0 (atoi/atof)."""
-    config = Config()
-    for i in range(0, len(argv), 2):
-        flag = argv[i]
-        if i + 1 >= len(argv) or not flag.startswith("-") or len(flag) not in (2, 3):
-            raise UsageError(flag)
-        for spelling, field, parse, loose, _ in FLAGS:
-            if flag == spelling or (loose and flag[:2] == spelling):
-                setattr(config, field, parse(argv[i + 1]))
-                break
-        else:
-            raise UsageError(flag)
-    return config
+    return parse_argv(argv, TwinConfig(), FLAGS)
 
 
 def usage() -> str:
-    defaults = {f.name: f.default for f in fields(Config)}
+    defaults = {f.name: f.default for f in fields(TwinConfig)}
     lines = ["Usage:   costbo-twin [options]", "Options (flag/value pairs, as train_gpt2cu):"]
-    for spelling, field, parse, _, meaning in FLAGS:
-        kind = {atoi: "<int>", atof: "<float>"}.get(parse, "<string>")
-        lines.append(f"  {spelling:<4}{kind:<9} {meaning} (default = {defaults[field]})")
+    for flag in FLAGS:
+        kind = {atoi: "<int>", atof: "<float>"}.get(flag.parse, "<string>")
+        meaning = NOTES.get(flag.spelling, flag.help)
+        lines.append(f"  {flag.spelling:<4}{kind:<9} {meaning} (default = {defaults[flag.field]})")
     return "\n".join(lines) + "\n"
 
 
@@ -281,7 +171,7 @@ def _keep_freed_memory() -> None:
     mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
-def _check_before_start(c: Config) -> int:
+def _check_before_start(c: TwinConfig) -> int:
     """llm.c's start-up asserts, then the twin's own checks; returns grad_accum_steps."""
     llmc_assert(c.warmup_iterations >= 0, "warmup_iterations >= 0")
     if c.max_steps != -1:
@@ -332,7 +222,7 @@ def _find_max_step(log_dir: str) -> int:
     return max(steps, default=-1)
 
 
-def _pick_device(c: Config):
+def _pick_device(c: TwinConfig):
     import torch
 
     if torch.cuda.is_available():
@@ -342,7 +232,7 @@ def _pick_device(c: Config):
     return torch.device("cpu"), f"CPU ({torch.get_num_threads()} threads, costbo twin)"
 
 
-def _cpu_threads(c: Config) -> int:
+def _cpu_threads(c: TwinConfig) -> int:
     """One thread for tiny models, up to 8 for big ones (OMP_NUM_THREADS overrides this).
 
     A micro-step under ~2 GFLOP (e.g. depth 1, width 64, byte vocabulary, B=16, T=128: 1.6
@@ -416,7 +306,7 @@ def _append(path: str, line: str) -> None:
         f.write(line)
 
 
-def train(c: Config) -> int:
+def train(c: TwinConfig) -> int:
     """The whole run, top to bottom in llm.c's order; returns 0 (errors raise TwinError)."""
     grad_accum_steps = _check_before_start(c)
     import torch
@@ -430,27 +320,27 @@ def train(c: Config) -> int:
 
     device, device_name = _pick_device(c)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = bool(c.enable_tf32)
-        torch.backends.cudnn.allow_tf32 = bool(c.enable_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = bool(c.override_enable_tf32)
+        torch.backends.cudnn.allow_tf32 = bool(c.override_enable_tf32)
     if c.overfit_single_batch == 1:
-        c.train_pattern = c.val_pattern
+        c.train_data_pattern = c.val_data_pattern
     gelu_fusion = 0 if c.gelu_fusion == -1 else c.gelu_fusion
     table = [  # also written to run_parameters.txt
         RULE,
         "| Parameter             | Value                                              |",
         RULE,
-        _row("train data pattern", "%-50s", c.train_pattern),
-        _row("val data pattern", "%-50s", c.val_pattern),
+        _row("train data pattern", "%-50s", c.train_data_pattern),
+        _row("val data pattern", "%-50s", c.val_data_pattern),
         _row("output log dir", "%-50s", c.output_log_dir),
         _row("checkpoint_every", "%-50d", c.checkpoint_every),
         _row("resume", "%-50d", c.resume),
         _row("micro batch size B", "%-50d", c.B),
         _row("sequence length T", "%-50d", c.T),
         _row("total batch size", "%-50d", c.total_batch_size),
-        _row("LR scheduler", "%-50s", c.lr_scheduler),
+        _row("LR scheduler", "%-50s", c.lr_scheduler_type),
         _row("learning rate (LR)", "%-50e", _f32(c.learning_rate)),
         _row("warmup iterations", "%-50d", c.warmup_iterations),
-        _row("final LR fraction", "%-50e", _f32(c.final_lr_fraction)),
+        _row("final LR fraction", "%-50e", _f32(c.final_learning_rate_frac)),
         _row("weight decay", "%-50e", _f32(c.weight_decay)),
         _row("skip update lossz", "%-50f", _f32(c.skip_update_lossz)),
         _row("skip update gradz", "%-50f", _f32(c.skip_update_gradz)),
@@ -459,7 +349,7 @@ def train(c: Config) -> int:
         _row("val_loss_every", "%-50d", c.val_loss_every),
         _row("val_max_steps", "%-50d", c.val_max_steps),
         _row("sample_every", "%-50d", c.sample_every),
-        _row("genT", "%-50d", c.gen_tokens),
+        _row("genT", "%-50d", c.genT),
         _row("overfit_single_batch", "%-50d", c.overfit_single_batch),
         _row("use_master_weights", "%-50s", "enabled" if c.use_master_weights else "disabled"),
         _row("gelu_fusion", "%-50d", gelu_fusion),
@@ -467,7 +357,11 @@ def train(c: Config) -> int:
         RULE,
         _row("device", "%-50s", device_name),
         _row("peak TFlops", "%-50.1f", -1.0),
-        _row("precision", "%-50s", "TF32" if device.type == "cuda" and c.enable_tf32 else "FP32"),
+        _row(
+            "precision",
+            "%-50s",
+            "TF32" if device.type == "cuda" and c.override_enable_tf32 else "FP32",
+        ),
         RULE,
     ]
     for line in table:
@@ -495,9 +389,9 @@ def train(c: Config) -> int:
 
     try:
         train_loader = ShardLoader(
-            c.train_pattern, c.B, c.T, c.overfit_single_batch != 1, vocab_size, device
+            c.train_data_pattern, c.B, c.T, c.overfit_single_batch != 1, vocab_size, device
         )
-        val_loader = ShardLoader(c.val_pattern, c.B, c.T, False, vocab_size, device)
+        val_loader = ShardLoader(c.val_data_pattern, c.B, c.T, False, vocab_size, device)
     except ShardError as exc:
         raise TwinError(str(exc), stdout=exc.llmc_text) from exc
     except TooFewTokens as exc:
@@ -618,7 +512,7 @@ def train(c: Config) -> int:
             say(f"val loss {val_loss:f}")
             _append(main_log, VAL_LOG_LINE % (step, val_loss))
         if c.sample_every > 0 and ((step > 0 and step % c.sample_every == 0) or last_step):
-            generate(model, eot, c.gen_tokens, c.T, token_table)
+            generate(model, eot, c.genT, c.T, token_table)
         if last_step:
             break
 
@@ -638,12 +532,12 @@ def train(c: Config) -> int:
         zloss = loss_detector.update(mean_loss)
         try:
             lr = learning_rate(
-                c.lr_scheduler,
+                c.lr_scheduler_type,
                 step,
                 c.learning_rate,
                 c.warmup_iterations,
                 train_num_batches,
-                c.final_lr_fraction,
+                c.final_learning_rate_frac,
             )
         except UnknownSchedule as exc:
             sys.stdout.flush()
