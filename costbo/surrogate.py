@@ -24,6 +24,7 @@ Hyperparameters (residual lengthscales and scale, noise) are fitted by marginal 
 priors (L-BFGS-B on the marginal likelihood written out in torch), from a fixed start so that
 fits are reproducible.
 """
+
 from __future__ import annotations
 
 import logging

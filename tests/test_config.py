@@ -190,4 +190,4 @@ def test_config_knows_every_acquisition_and_the_studys_default():
     from costbo.study import Study
 
     assert set(ACQUISITION_NAMES) == set(ACQUISITIONS)
-    assert DEFAULT_ACQUISITION == inspect.signature(Study).parameters["acquisition"].default
+    assert inspect.signature(Study).parameters["acquisition"].default == DEFAULT_ACQUISITION
