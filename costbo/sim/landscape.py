@@ -54,7 +54,7 @@ FAMILIES = (
 _LN2 = math.log(2.0)
 _SHORT_RUN_STEPS = 100.0  # runs much shorter than this are dominated by warmup and decay
 _ROUGHNESS_TERMS = 6
-_MAX_TARGET_SHIFT = 1.25  # realized / nominal best LR at the reference, at most this factor
+_MAX_SHIFT = 1.25  # realized / nominal best LR at a fidelity, at most this factor
 
 
 @dataclass(frozen=True)
@@ -154,23 +154,19 @@ class Landscape:
         self.target = target or REFERENCE
         self._slices: dict[tuple, _Slice] = {}
         self._init_level_law()
-        # The roughness moves the target's argmin off the nominal optimum; shift the nominal
-        # optimum so that the realized best LR at the reference is exactly the drawn one.
-        # Its roughness is redrawn (deterministically) until that shift is within a factor
-        # _MAX_TARGET_SHIFT, so the regret-defining optimum is the smooth one plus noise, not a
-        # roughness artifact that would erase the calibrated asymmetry around it.
+        # The roughness moves every fidelity's argmin off its nominal optimum. At every fidelity
+        # alike it is redrawn (deterministically) until that shift is within a factor
+        # _MAX_SHIFT, so that an optimum is the smooth one plus noise, not a roughness
+        # artifact that would erase the calibrated asymmetry around it. (Redrawing at the
+        # target alone made the other rungs' realized optima sit ~0.04 decades below a smooth
+        # extrapolation to the target's: the asymmetric basin lets roughness push argmins
+        # further to its gentle side, and the selection removed that at the target only.)
+        # Then the nominal optimum is shifted so that the realized best LR at the reference is
+        # exactly the drawn one.
         self._log_lr_anchor = math.log(params.best_lr)
         self._target_offset = 0.0
-        self._reference_salt = 0
-        tries = []
-        for salt in range(64):
-            self._reference_salt = salt
-            self._slices.clear()
-            offset = self._argmin_offset(REFERENCE.steps, REFERENCE.model)
-            tries.append((abs(offset), salt, offset))
-            if abs(offset) <= math.log(_MAX_TARGET_SHIFT):
-                break
-        _, self._reference_salt, offset = min(tries)
+        self._salts: dict[tuple, int] = {}
+        offset = self._argmin_offset(REFERENCE.steps, REFERENCE.model)
         self._log_lr_anchor -= offset
         self._target_offset = offset
         self._slices.clear()
@@ -235,11 +231,27 @@ class Landscape:
             return sl
         if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
             raise ValueError(f"steps {steps!r} must be a positive integer (llm.c's -x)")
-        sl = self._build_slice(int(steps), model)
+        salt = self._salts.get(key)
+        if salt is None:
+            salt = self._select_salt(int(steps), model)
+            self._salts[key] = salt
+        sl = self._build_slice(int(steps), model, salt)
         self._slices[key] = sl
         return sl
 
-    def _build_slice(self, steps: int, model: ModelShape) -> _Slice:
+    def _select_salt(self, steps: int, model: ModelShape) -> int:
+        """The first roughness draw whose argmin shift is within _MAX_SHIFT (the smallest
+        shift of 64 draws if none is)."""
+        tries = []
+        for salt in range(64):
+            sl = self._build_slice(steps, model, salt)
+            offset = self._argmin_offset_of(sl)
+            tries.append((abs(offset), salt))
+            if abs(offset) <= math.log(_MAX_SHIFT):
+                break
+        return min(tries)[1]
+
+    def _build_slice(self, steps: int, model: ModelShape, salt: int) -> _Slice:
         p = self.params
         log_lr_star = self._log_lr_anchor + self._drift(steps, model)
         level = self.level(steps, model)
@@ -268,7 +280,6 @@ class Landscape:
             + math.log(p.divergence_ratio)
             - p.divergence_width_slope * w
         )
-        salt = self._reference_salt if (steps, model) == (REFERENCE.steps, REFERENCE.model) else 0
         rng = np.random.default_rng(
             [self.seed, steps, model.depth, model.channels, model.heads, 0xB0B, salt]
         )
@@ -339,7 +350,9 @@ class Landscape:
     # --- optimum --------------------------------------------------------------------------
     def _argmin_offset(self, steps: int, model: ModelShape) -> float:
         """The u = ln(lr / lr*) that minimizes the loss below divergence (dense grid + refine)."""
-        sl = self._slice(steps, model)
+        return self._argmin_offset_of(self._slice(steps, model))
+
+    def _argmin_offset_of(self, sl: _Slice) -> float:
         u_hi = min(sl.log_lr_div - sl.log_lr_star, 3.0) - 1e-9
         grid = np.arange(-4.0, u_hi, 0.004)
         if grid.size == 0:
