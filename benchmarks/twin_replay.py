@@ -44,8 +44,9 @@ Methods (each ``method(oracle, seed) -> lr``):
     .venv/bin/python benchmarks/twin_replay.py --seeds 10 --report # the tables from the CSV
 
 Results are appended to ``benchmarks/data/twin_replay.csv`` with the table's digest (content
-and LR range) and the engine's (every ``costbo/*.py``), so a rerun skips what is done and a
-changed table or engine starts afresh (``--report`` shows the current table and engine only).
+and LR range) and the engine's (``costbo/*.py``, see ``engine_digest``), so a rerun skips what
+is done and a changed table or engine starts afresh (``--report`` shows the current table and
+engine only).
 """
 
 from __future__ import annotations
@@ -104,12 +105,13 @@ FIELDS = [
 
 
 def engine_digest(package: Path = ROOT / "costbo") -> str:
-    """What identifies the engine a result came from: a digest of every ``.py`` under
-    ``package`` (paths and contents), uncommitted edits included."""
+    """What identifies the engine a result came from: a digest of ``package``'s top-level
+    modules (names and contents, uncommitted edits included): the Study and all it fits. Its
+    subpackages (the simulator, the twin, the llm.c runner) do not count: a replay runs none
+    of them."""
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for path in sorted(package.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -567,6 +569,11 @@ def main() -> None:
         and float(r["budget"]) in args.budgets
         and int(r["seed"]) < args.seeds
     ]
+    if not rows:
+        raise SystemExit(
+            f"no results in {args.out} for this table and engine (digests {table.digest}, "
+            f"{engine}): run it without --report"
+        )
     print("\nmedian / p90 full-scale regret (nats) over seeds:\n" + summarize(rows))
 
 
