@@ -166,8 +166,8 @@ def fidelity_values(
 
 
 def _with_runs(rung: RungOptimum, runs: int, bracketed: bool) -> RungOptimum:
-    sd = rung_optimum_sd(runs, bracketed)
-    return RungOptimum(rung.s, rung.w, rung.log10_lr, sd, runs, bracketed, rung.key)
+    sd = rung_optimum_sd(runs, bracketed, rung.flatness)
+    return RungOptimum(rung.s, rung.w, rung.log10_lr, sd, runs, bracketed, rung.key, rung.flatness)
 
 
 ACQUISITIONS = {

@@ -33,6 +33,7 @@ ROUGHNESS_ARGMIN_SD = 0.05  # decades: how far the published ~0.003-nat roughnes
 RUN_ARGMIN_SD = 0.15  # decades: one run near the optimum pins it to about this much (roughness
 # against a basin ~0.01 nats deep at 2x); n such runs to RUN_ARGMIN_SD / sqrt(n)
 UNBRACKETED_SD = 0.5  # decades: a rung whose optimum its runs do not bracket barely counts
+MAX_FLATNESS = 10.0  # a rung with no basin at all still counts, as one 10x less sure
 DRIFT_LENGTHSCALE = (4.5, 1.0)  # ln steps, ln width: the drift along steps is smooth and nearly
 # flat (its short-run boost is modelled), while along width the laws disagree and bend
 
@@ -54,18 +55,21 @@ def drift_basis(s, w):
     return np.stack([np.ones_like(s), s, w, np.exp(-0.5 * s) - 1.0], axis=-1)
 
 
-def rung_optimum_sd(runs: int, bracketed: bool) -> float:
+def rung_optimum_sd(runs: int, bracketed: bool, flatness: float = 1.0) -> float:
     """sd (decades) of a rung's estimated optimum from ``runs`` runs near it (within ~0.6
-    decades, not far-noise discounted), ``bracketed`` if they lie on both sides of it."""
+    decades, not far-noise discounted), ``bracketed`` if they lie on both sides of it, at a rung
+    whose runs pin it ``flatness`` times less than these constants say (a shallow, rough basin:
+    see ``LossSurrogate._rung_optima``)."""
     if not bracketed or runs < 1:
-        return UNBRACKETED_SD
-    return math.sqrt(ROUGHNESS_ARGMIN_SD**2 + RUN_ARGMIN_SD**2 / runs)
+        return UNBRACKETED_SD * flatness
+    return flatness * math.sqrt(ROUGHNESS_ARGMIN_SD**2 + RUN_ARGMIN_SD**2 / runs)
 
 
 @dataclass(frozen=True)
 class RungOptimum:
     """One observed fidelity's estimated best log10 LR and its sd (decades); ``runs`` near the
-    optimum and whether they ``bracketed`` it; ``key`` names the fidelity."""
+    optimum and whether they ``bracketed`` it; ``key`` names the fidelity; ``flatness`` (>= 1)
+    how many times less its runs pin it than ``rung_optimum_sd``'s constants say."""
 
     s: float
     w: float
@@ -74,6 +78,7 @@ class RungOptimum:
     runs: int = 0
     bracketed: bool = False
     key: object = None
+    flatness: float = 1.0
 
 
 class OptimumDrift:

@@ -42,6 +42,8 @@ INITIAL_OFFSETS = (-0.5, 0.0, 0.5)  # decades around the prior optimum of the ch
 CANDIDATE_WINDOW = (-0.5, 0.4)  # decades around each rung's current best LR worth probing
 RECOMMENDATION_GRID = 161
 TARGET_WINDOW = 1.0  # decades either side of the prior's full-scale optimum
+RECOMMENDATION_REACH = 0.5  # decades: the answer stays within max(this, 3 sd) of where the
+# drift model puts the full-scale optimum (beyond, the target's mean is extrapolation)
 
 
 @contextlib.contextmanager
@@ -617,6 +619,24 @@ class Study:
         bounds = self.space.log10_lr_bounds
         return max(lo, bounds[0]), min(hi, bounds[1])
 
+    def _recommendation_window(self, state: dict) -> tuple[float, float]:
+        """The target window, cut to within max(RECOMMENDATION_REACH, 3 sd) decades of the drift
+        model's full-scale optimum. Far above every basin the data show, the target's posterior
+        mean is the features' extrapolation and can turn down again (a second "basin" where no
+        run has been, e.g. when short runs sit on a plateau up to the top of the LR range); an
+        answer there would be a guess with a divergence margin measured from itself."""
+        lo, hi = self._target_window(state)
+        drift = state["posterior"].drift
+        centre, reach = (
+            float(drift.optimum(0.0, 0.0)),
+            max(RECOMMENDATION_REACH, 3 * drift.sd(0.0, 0.0)),
+        )
+        bounds = self.space.log10_lr_bounds
+        cut_lo, cut_hi = max(lo, centre - reach), min(hi, centre + reach)
+        if cut_lo >= cut_hi:  # the drift's optimum lies outside the window: stay inside it
+            cut_lo = cut_hi = float(np.clip(centre, lo, hi))
+        return max(cut_lo, bounds[0]), min(cut_hi, bounds[1])
+
     def _target_slice(self, state: dict) -> TargetSlice:
         lo, hi = self._target_window(state)
         grid = self.lr_grid[(self.lr_grid >= lo - 1e-9) & (self.lr_grid <= hi + 1e-9)]
@@ -763,7 +783,7 @@ class Study:
             t for t in self._trials if t.status in (TrialStatus.COMPLETE, TrialStatus.DIVERGED)
         ]
         state = self._fit()
-        lo, hi = self._target_window(state)
+        lo, hi = self._recommendation_window(state)
         grid = np.linspace(lo, hi, RECOMMENDATION_GRID)
         return recommend(
             state["posterior"],

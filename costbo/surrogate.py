@@ -41,6 +41,7 @@ from gpytorch.priors import GammaPrior
 from costbo.drift import (
     DRIFT_LENGTHSCALE,
     DRIFT_SHIFT_SD,
+    MAX_FLATNESS,
     OptimumDrift,
     RungOptimum,
     rung_optimum_sd,
@@ -342,6 +343,29 @@ def to_inputs(log10_lr, s, w) -> torch.Tensor:
     return x / INPUT_SCALE
 
 
+ARGMIN_SAMPLES = 128  # joint posterior draws along a rung for the sd of its argmin
+
+
+def argmin_sd(post, z: torch.Tensor, mean: torch.Tensor, log10_lr: torch.Tensor) -> float:
+    """sd (decades) of the argmin over ``log10_lr`` of joint posterior samples at inputs ``z``
+    (``mean``: the posterior mean there). Fixed draws, so that fits are reproducible."""
+    cov = post.cov(z)
+    cov = 0.5 * (cov + cov.T)
+    jitter = 1e-10 * float(cov.diagonal().mean().clamp_min(1e-12))
+    for _ in range(8):
+        chol, info = torch.linalg.cholesky_ex(cov + jitter * torch.eye(len(z), dtype=DTYPE))
+        if int(info) == 0:
+            break
+        jitter *= 10.0
+    else:
+        return 0.0
+    draws = torch.randn(
+        len(z), ARGMIN_SAMPLES, dtype=DTYPE, generator=torch.Generator().manual_seed(0)
+    )
+    paths = mean[:, None] + chol @ draws
+    return float(log10_lr[paths.argmin(0)].std())
+
+
 def far_noise(y: torch.Tensor, fidelity_keys: list, predicted_best: dict | None = None):
     """Extra noise variance for losses far above the best at their fidelity (saturated LRs).
 
@@ -528,7 +552,12 @@ class LossSurrogate:
 
         Runs within BRACKET_DECADES of the optimum on both sides of it, with no far-noise
         discount, pin it (``costbo.drift.rung_optimum_sd``); a rung whose optimum is not
-        bracketed counts only weakly.
+        bracketed counts only weakly. Where the posterior itself knows the optimum less well
+        than that (the sd of the argmins of joint posterior samples along the rung is larger),
+        the rung's ``flatness`` widens its sd, now and for the runs the acquisition imagines
+        there: real short runs can sit on a plateau (tiny models at 50 steps: val loss within
+        0.05 nats over two decades of LR, deterministic wiggles of 0.02), whose "optimum" is
+        roughness and must not steer the drift.
         """
         rungs, best_loss = [], {}
         grid = torch.linspace(-1.0, 1.0, 41, dtype=DTYPE)
@@ -552,8 +581,13 @@ class LossSurrogate:
                 and float(noise[i]) < FAR_NOISE_FLOOR
             ]
             bracketed = any(v < best - 0.02 for v in near) and any(v > best + 0.02 for v in near)
-            sd = rung_optimum_sd(len(near), bracketed)
-            rungs.append(RungOptimum(float(s[r]), float(w[r]), best, sd, len(near), bracketed, key))
+            inputs = to_inputs(u[r], s[r].repeat(g), w[r].repeat(g))
+            sampled = argmin_sd(post, inputs, mean[r], u[r])
+            flatness = min(max(sampled / rung_optimum_sd(len(near), bracketed), 1.0), MAX_FLATNESS)
+            sd = rung_optimum_sd(len(near), bracketed, flatness)
+            rungs.append(
+                RungOptimum(float(s[r]), float(w[r]), best, sd, len(near), bracketed, key, flatness)
+            )
             best_loss[key] = float(mean[r, j])
         return rungs, best_loss
 

@@ -76,3 +76,12 @@ def test_correction_takes_tensors_and_arrays_alike():
     from_torch = drift.correction(torch.tensor(s), torch.tensor(w)).numpy()
     assert np.allclose(from_numpy, from_torch)
     assert from_numpy.shape == (3,)
+
+
+def test_a_flat_rungs_runs_pin_its_optimum_less():
+    from costbo.drift import MAX_FLATNESS, rung_optimum_sd
+
+    sharp = rung_optimum_sd(4, True)
+    assert rung_optimum_sd(4, True, flatness=3.0) == pytest.approx(3.0 * sharp)
+    assert rung_optimum_sd(8, True, 3.0) < rung_optimum_sd(4, True, 3.0)  # more runs still help
+    assert rung_optimum_sd(0, False, MAX_FLATNESS) > rung_optimum_sd(0, False)
