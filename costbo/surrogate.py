@@ -439,10 +439,10 @@ class LossPosterior:
         return torch.linalg.solve_triangular(self._chol, self._kernel_fn(self.z, z), upper=False)
 
     def cov(self, za: torch.Tensor, zb: torch.Tensor | None = None) -> torch.Tensor:
-        zb = za if zb is None else zb
-        c = self._kernel_fn(za, zb)
+        c = self._kernel_fn(za, za if zb is None else zb)
         if self.n:
-            c = c - self._whitened(za).T @ self._whitened(zb)
+            wa = self._whitened(za)
+            c = c - wa.T @ (wa if zb is None else self._whitened(zb))  # one solve for za's own
         return c
 
     def var(self, z: torch.Tensor) -> torch.Tensor:
