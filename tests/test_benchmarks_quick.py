@@ -85,3 +85,32 @@ def test_hyperband_bracket_table_is_the_papers_for_r_81_eta_3():
         [(8, 27), (2, 81)],
         [(5, 81)],
     ]
+
+
+def test_paired_comparison_keeps_only_the_landscapes_every_method_finished():
+    import pandas as pd
+
+    from benchmarks.paired import paired, summary
+
+    def rows(method, jobs, regret, error=""):
+        return pd.DataFrame(
+            [
+                {"method": method, "family": f, "seed": s, "budget": b, "quick": 0,
+                 "regret": regret, "diverged": 0, "error": error}
+                for f, s, b in jobs
+            ]
+        )  # fmt: skip
+
+    both = [("calibrated", 0, 5.0), ("calibrated", 1, 5.0)]
+    frames = [
+        rows("a", [*both, ("no_drift", 0, 5.0)], 0.001),
+        rows("b", both, 0.002),
+        rows("b", [("no_drift", 0, 5.0)], float("nan"), error="ValueError: boom"),
+    ]
+    kept = paired(frames, None)
+    assert set(zip(kept["family"], kept["seed"], strict=True)) == {
+        ("calibrated", 0),
+        ("calibrated", 1),
+    }
+    text = summary(kept)
+    assert "| a | 2 | 0.0010 |" in text and "| b | 2 | 0.0020 |" in text

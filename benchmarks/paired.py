@@ -1,0 +1,83 @@
+"""Paired comparison of methods on the landscapes all of them have finished.
+
+    .venv/bin/python benchmarks/paired.py results/runs.csv results/costbo_runs.csv \
+        results/variants_runs.csv
+
+Reads benchmark CSVs (``run.py``'s rows), keeps the (family, seed, budget) jobs that every method
+named (default: all in the files) has finished without error, and prints per budget the number
+of landscapes, median and 90th-percentile full-scale regret (nats), the share of answers that
+diverge at full scale, and per family the median. A summary over different landscapes would
+compare luck; this one compares methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+
+
+def paired(frames: list[pd.DataFrame], methods: list[str] | None) -> pd.DataFrame:
+    """Rows of ``methods`` on the jobs they all finished (a job: family, seed, budget)."""
+    rows = pd.concat(frames, ignore_index=True)
+    rows = rows[rows["error"].isna() | (rows["error"] == "")]
+    rows = rows[rows["quick"] == 0]
+    methods = methods or list(dict.fromkeys(rows["method"]))
+    rows = rows[rows["method"].isin(methods)]
+    job = ["family", "seed", "budget"]
+    counts = rows.groupby(job)["method"].nunique()
+    complete = counts[counts == len(methods)].index
+    return rows.set_index(job).loc[complete].reset_index()
+
+
+def summary(rows: pd.DataFrame) -> str:
+    """Markdown tables: per budget and method, then per family and method (medians)."""
+    order = list(dict.fromkeys(rows["method"]))
+    by = rows.groupby(["budget", "method"])
+    table = pd.DataFrame(
+        {
+            "landscapes": by["regret"].size(),
+            "median": by["regret"].median(),
+            "p90": by["regret"].quantile(0.9),
+            "diverged": by["diverged"].mean(),
+        }
+    ).reset_index()
+    lines = []
+    for budget, part in table.groupby("budget"):
+        lines += [f"\n### ${budget:g}\n", "| method | landscapes | median | p90 | diverged |"]
+        lines.append("|---|---|---|---|---|")
+        part = part.set_index("method").loc[[m for m in order if m in set(part["method"])]]
+        for method, r in part.iterrows():
+            lines.append(
+                f"| {method} | {int(r.landscapes)} | {r['median']:.4f} | {r.p90:.4f} | "
+                f"{r.diverged:.0%} |"
+            )
+    fam = rows.pivot_table(
+        index=["method", "budget"], columns="family", values="regret", aggfunc="median"
+    )
+    fam = fam.reindex([(m, b) for m in order for b in sorted(rows["budget"].unique())])
+    lines += ["\n### Median per family\n", "| method | budget | " + " | ".join(fam.columns) + " |"]
+    lines.append("|---|---|" + "---|" * len(fam.columns))
+    for (method, budget), r in fam.iterrows():
+        cells = " | ".join(f"{v:.4f}" for v in r.to_numpy())
+        lines.append(f"| {method} | ${budget:g} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("csvs", type=Path, nargs="+", help="run.py result CSVs")
+    parser.add_argument("--methods", nargs="+", default=None)
+    args = parser.parse_args(argv)
+    frames = [pd.read_csv(p if p.is_absolute() or p.exists() else HERE / p) for p in args.csvs]
+    rows = paired(frames, args.methods)
+    if rows.empty:
+        raise SystemExit("no job that every method finished: run them on the same seeds first")
+    print(summary(rows))
+
+
+if __name__ == "__main__":
+    main()
