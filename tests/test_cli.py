@@ -185,12 +185,19 @@ def test_repeated_failures_stop_the_loop_with_the_error_shown(tmp_path, capsys):
         assert live_leftovers(Path(t.user_attrs["run_dir"])) == []
 
 
+def _restore_sigint() -> None:
+    # A test run started in the background of a non-interactive shell inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler: give costbo a terminal's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _costbo(config_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "costbo.cli", "optimize", "--config", str(config_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        preexec_fn=_restore_sigint,
     )
 
 
