@@ -27,6 +27,7 @@ fits are reproducible.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -346,6 +347,12 @@ def to_inputs(log10_lr, s, w) -> torch.Tensor:
 ARGMIN_SAMPLES = 128  # joint posterior draws along a rung for the sd of its argmin
 
 
+@functools.lru_cache(maxsize=4)
+def _argmin_draws(n: int) -> torch.Tensor:
+    """The fixed standard-normal draws of ``argmin_sd`` (n x ARGMIN_SAMPLES), made once."""
+    return torch.randn(n, ARGMIN_SAMPLES, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
+
+
 def argmin_sd(post, z: torch.Tensor, mean: torch.Tensor, log10_lr: torch.Tensor) -> float:
     """sd (decades) of the argmin over ``log10_lr`` of joint posterior samples at inputs ``z``
     (``mean``: the posterior mean there). Fixed draws, so that fits are reproducible."""
@@ -359,10 +366,7 @@ def argmin_sd(post, z: torch.Tensor, mean: torch.Tensor, log10_lr: torch.Tensor)
         jitter *= 10.0
     else:
         return 0.0
-    draws = torch.randn(
-        len(z), ARGMIN_SAMPLES, dtype=DTYPE, generator=torch.Generator().manual_seed(0)
-    )
-    paths = mean[:, None] + chol @ draws
+    paths = mean[:, None] + chol @ _argmin_draws(len(z))
     return float(log10_lr[paths.argmin(0)].std())
 
 
@@ -568,8 +572,9 @@ class LossSurrogate:
         w = z[first, 2] * INPUT_SCALE[2]
         u = features.centre(s, w)[:, None] + grid[None, :]  # rungs x grid, one posterior call
         g = grid.numel()
-        mean = post.mean(to_inputs(u.reshape(-1), s.repeat_interleave(g), w.repeat_interleave(g)))
-        mean = mean.reshape(len(unique), g)
+        inputs = to_inputs(u.reshape(-1), s.repeat_interleave(g), w.repeat_interleave(g))
+        mean = post.mean(inputs).reshape(len(unique), g)
+        inputs = inputs.reshape(len(unique), g, 3)
         for r, key in enumerate(unique):
             j = int(mean[r].argmin())
             best = float(u[r, j])
@@ -581,8 +586,7 @@ class LossSurrogate:
                 and float(noise[i]) < FAR_NOISE_FLOOR
             ]
             bracketed = any(v < best - 0.02 for v in near) and any(v > best + 0.02 for v in near)
-            inputs = to_inputs(u[r], s[r].repeat(g), w[r].repeat(g))
-            sampled = argmin_sd(post, inputs, mean[r], u[r])
+            sampled = argmin_sd(post, inputs[r], mean[r], u[r])
             flatness = min(max(sampled / rung_optimum_sd(len(near), bracketed), 1.0), MAX_FLATNESS)
             sd = rung_optimum_sd(len(near), bracketed, flatness)
             rungs.append(
