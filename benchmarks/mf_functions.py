@@ -188,7 +188,6 @@ def propose_qmfkg(model, problem: Problem, levels: list[float], seed: int) -> tu
             cost_aware_utility=InverseCostWeightedUtility(cost_model=cost),
             project=lambda X: project_to_target_fidelity(X, d=d + 1, target_fidelities={d: 1.0}),
         )
-        torch.manual_seed(seed)
         lo = min(levels)
         bounds[0, d] = lo  # the fidelity's range is that of the affordable levels
         bounds[1, d] = max(levels)
@@ -277,6 +276,10 @@ def run_one(problem_name: str, method: str, seed: int) -> dict:
     started = time.perf_counter()
     trajectory, decide = [], []
     while True:
+        # Every random draw of a decision (the fit's retries, the optimizers' random starts,
+        # qMFKG's fantasy sampler, which BoTorch seeds from torch's global generator when it is
+        # built) follows from (seed, evaluations so far), not from what the worker ran before.
+        torch.manual_seed(seed * 1000 + len(y))
         model = fit_model(X, y, d)
         incumbent = recommend(model, d)
         regret = float(problem.loss(incumbent.unsqueeze(0), torch.ones(1, dtype=DTYPE))[0])

@@ -114,3 +114,20 @@ def test_paired_comparison_keeps_only_the_landscapes_every_method_finished():
     }
     text = summary(kept)
     assert "| a | 2 | 0.0010 |" in text and "| b | 2 | 0.0020 |" in text
+
+
+def test_qmfkg_peer_is_reproducible_whatever_ran_before_in_the_worker():
+    # BoTorch seeds the KG's fantasy sampler from torch's global generator when the acquisition
+    # is built; a benchmark worker's earlier jobs must not change a job's runs or answer
+    import torch
+
+    from benchmarks.strategies.qmfkg import qmfkg_quick
+
+    def job(history_seed):
+        torch.manual_seed(history_seed)
+        torch.rand(history_seed)  # what an earlier job in the same worker might have drawn
+        oracle = Oracle(sample_landscape("calibrated", 3), budget=2.0)
+        answer = qmfkg_quick(oracle, seed=3)
+        return answer, [(r.lr, r.steps, r.model.width) for r in oracle.runs]
+
+    assert job(1) == job(977)

@@ -204,6 +204,9 @@ class QMFKGTuner:
         with torch.no_grad():
             current = self.model.posterior(self.target_grid()).mean.max()
         self.costs.refresh()
+        # before the acquisition is built: BoTorch seeds its fantasy sampler from torch's global
+        # generator then, so seeding later would leave the fantasies to the worker's history
+        torch.manual_seed(self.seed * 1000 + len(self.X))
         utility = InverseCostWeightedUtility(cost_model=GenericDeterministicModel(self.costs))
         acq = qMultiFidelityKnowledgeGradient(
             model=self.model,
@@ -215,7 +218,6 @@ class QMFKGTuner:
             ),
         )
         bounds = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=DTYPE)
-        torch.manual_seed(self.seed * 1000 + len(self.X))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             candidate, _ = optimize_acqf(
@@ -246,6 +248,7 @@ class QMFKGTuner:
                 if (steps, width) not in rungs:
                     break
             else:
+                torch.manual_seed(self.seed * 1000 + len(self.X))  # a failed fit's retries
                 self.fit()
                 lr, steps, width = self.propose(rungs)
                 oracle.answer(self.recommend)
