@@ -8,6 +8,12 @@ named (default: all in the files) has finished without error, and prints per bud
 of landscapes, median and 90th-percentile full-scale regret (nats), the share of answers that
 diverge at full scale, and per family the median. A summary over different landscapes would
 compare luck; this one compares methods.
+
+``--against costbo`` adds, per budget, each other method's median against that one's: the
+difference of medians with a 90% paired bootstrap interval (the landscapes resampled together,
+so a shared hard landscape counts once for both) and the share of landscapes where the named
+method's regret is lower. An interval that contains 0 is a difference the landscapes measured
+cannot tell from luck.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
@@ -67,16 +74,62 @@ def summary(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def median_difference(
+    rows: pd.DataFrame, method: str, other: str, budget: float, draws: int = 4000, seed: int = 0
+) -> dict:
+    """``method``'s median regret minus ``other``'s at ``budget`` (nats), its 90% paired
+    bootstrap interval, and the share of landscapes where ``method``'s regret is lower."""
+    part = rows[rows["budget"] == budget]
+    table = part.pivot_table(index=["family", "seed"], columns="method", values="regret")
+    a, b = table[method].to_numpy(), table[other].to_numpy()
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(draws, len(a)))
+    diffs = np.median(a[idx], axis=1) - np.median(b[idx], axis=1)
+    return {
+        "landscapes": len(a),
+        "difference": float(np.median(a) - np.median(b)),
+        "low": float(np.quantile(diffs, 0.05)),
+        "high": float(np.quantile(diffs, 0.95)),
+        "lower_share": float(np.mean(a < b)),
+    }
+
+
+def against(rows: pd.DataFrame, method: str) -> str:
+    """Markdown: per budget, ``method`` against every other method (``median_difference``)."""
+    if method not in set(rows["method"]):
+        raise SystemExit(f"--against {method!r}: no such method in the rows; pass one of "
+                         f"{', '.join(dict.fromkeys(rows['method']))}")  # fmt: skip
+    lines = [
+        f"\n### {method} against each method (paired, 90% bootstrap interval)\n",
+        f"| budget | method | landscapes | {method} median - its median | 90% interval | "
+        f"{method} lower on |",
+        "|---|---|---|---|---|---|",
+    ]
+    others = [m for m in dict.fromkeys(rows["method"]) if m != method]
+    for budget in sorted(rows["budget"].unique()):
+        for other in others:
+            d = median_difference(rows, method, other, budget)
+            lines.append(
+                f"| ${budget:g} | {other} | {d['landscapes']} | {d['difference']:+.4f} | "
+                f"{d['low']:+.4f} .. {d['high']:+.4f} | {d['lower_share']:.0%} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("csvs", type=Path, nargs="+", help="run.py result CSVs")
     parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument(
+        "--against", metavar="METHOD", help="add a paired bootstrap of METHOD against the rest"
+    )
     args = parser.parse_args(argv)
     frames = [pd.read_csv(p if p.is_absolute() or p.exists() else HERE / p) for p in args.csvs]
     rows = paired(frames, args.methods)
     if rows.empty:
         raise SystemExit("no job that every method finished: run them on the same seeds first")
     print(summary(rows))
+    if args.against:
+        print(against(rows, args.against))
 
 
 if __name__ == "__main__":

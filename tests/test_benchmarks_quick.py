@@ -131,3 +131,33 @@ def test_qmfkg_peer_is_reproducible_whatever_ran_before_in_the_worker():
         return answer, [(r.lr, r.steps, r.model.width) for r in oracle.runs]
 
     assert job(1) == job(977)
+
+
+def test_paired_bootstrap_measures_a_shift_exactly_and_luck_as_an_interval_around_zero():
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.paired import against, median_difference
+
+    regrets = np.random.default_rng(5).lognormal(-7.0, 1.0, 60)
+    jobs = [("calibrated", s, 5.0) for s in range(60)]
+
+    def frame(method, values):
+        return pd.DataFrame(
+            [{"method": method, "family": f, "seed": s, "budget": b, "regret": v}
+             for (f, s, b), v in zip(jobs, values, strict=True)]
+        )  # fmt: skip
+
+    # the same landscapes, one method better by 1e-4 nats on each: exactly that, no doubt
+    shifted = pd.concat([frame("a", regrets - 1e-4), frame("b", regrets)])
+    d = median_difference(shifted, "a", "b", 5.0)
+    assert d["difference"] == pytest.approx(-1e-4)
+    assert d["low"] == pytest.approx(-1e-4) and d["high"] == pytest.approx(-1e-4)
+    assert d["lower_share"] == 1.0 and d["landscapes"] == 60
+    # two methods that are the same up to luck: the interval straddles zero
+    luck = np.random.default_rng(6).permutation(regrets)
+    d = median_difference(pd.concat([frame("a", regrets), frame("c", luck)]), "a", "c", 5.0)
+    assert d["low"] < 0.0 < d["high"]
+    assert "| $5 | b | 60 | -0.0001 | -0.0001 .. -0.0001 | 100% |" in against(shifted, "a")
+    with pytest.raises(SystemExit, match="--against 'zz'"):
+        against(shifted, "zz")
