@@ -161,3 +161,24 @@ def test_paired_bootstrap_measures_a_shift_exactly_and_luck_as_an_interval_aroun
     assert "| $5 | b | 60 | -0.0001 | -0.0001 .. -0.0001 | 100% |" in against(shifted, "a")
     with pytest.raises(SystemExit, match="--against 'zz'"):
         against(shifted, "zz")
+
+
+def test_expected_loss_answer_hedges_below_an_asymmetric_basin_only():
+    import numpy as np
+
+    from benchmarks.answer_bias import hedge
+    from costbo.space import Fidelity
+
+    class Symmetric:  # a bowl as steep above its optimum as below: nothing to hedge against
+        target = Fidelity(4725, TARGET_MODEL)
+
+        def best_lr(self, steps, model):
+            return 1e-3
+
+        def val_losses(self, lrs, steps, model):
+            return 3.3 + 0.05 * (np.log10(lrs) + 3.0) ** 2
+
+    assert abs(hedge(Symmetric(), 0.15)) < 0.005
+    landscape = sample_landscape("calibrated", 4)  # steep above the optimum, gentle below
+    offsets = [hedge(landscape, sd) for sd in (0.05, 0.1, 0.2)]
+    assert offsets[0] <= 0.0 and offsets[2] < offsets[1] < offsets[0]

@@ -28,6 +28,17 @@ def run_study(
 ) -> float:
     """Ask, run and tell until the budget is exhausted (or ``max_runs`` runs, for quick checks);
     answer ``recommend().lr``. ``acquisition`` None keeps the Study's default."""
+    study = tune(oracle, seed, acquisition, max_runs)
+    if not oracle.runs:  # not even the cheapest run fitted: the prior is all there is
+        return oracle.answer(10.0**study.prior.target_log10_lr)
+    return oracle.answer(lambda: study.recommend().lr)
+
+
+def tune(
+    oracle: Oracle, seed: int, acquisition: str | None = None, max_runs: int | None = None
+) -> Study:
+    """The ask / run / tell loop of ``run_study`` (answers recorded after every run but the
+    last); returns the Study, whose ``recommend()`` is the final answer."""
     options = {} if acquisition is None else {"acquisition": acquisition}
     study = Study(
         default_space(),
@@ -51,9 +62,7 @@ def run_study(
             study.tell(trial.id, diverged=True, seconds=result.seconds)
         else:
             study.tell(trial.id, val_loss=result.val_loss, seconds=result.seconds)
-    if not oracle.runs:  # not even the cheapest run fitted: the prior is all there is
-        return oracle.answer(10.0**study.prior.target_log10_lr)
-    return oracle.answer(lambda: study.recommend().lr)
+    return study
 
 
 def costbo_default(oracle: Oracle, seed: int) -> float:

@@ -1,0 +1,144 @@
+"""Where costbo's low answers come from: the hedge of an expected-loss answer, or the optimum's
+location itself.
+
+costbo answers with the LR that minimizes the posterior *expected* full-scale loss. The
+simulator's basins (like real ones) are steeper above the optimum than below it, so when the
+optimum's location is uncertain by ``sd`` decades the expected-loss minimizer sits below the
+optimum's most likely place: a deliberate hedge. The first table measures that offset on the
+target basins of a family's landscapes (the optimum's location ~ Normal(best, sd)).
+
+With ``--budget`` it also runs costbo (the benchmark's Study loop) on those landscapes and prints,
+per landscape, the sd (decades) of the full-scale optimum's location the Study ends with, where
+its drift model puts that optimum and where its answer is, each against the true best LR, and
+the hedge the first table would predict at that sd. An answer that sits at the drift model's
+optimum, both below the best LR, says the location is off, not the hedge.
+
+    .venv/bin/python benchmarks/answer_bias.py --family calibrated --seeds 30
+    .venv/bin/python benchmarks/answer_bias.py --seeds 6 --budget 5 --sds 0.1
+    .venv/bin/python benchmarks/answer_bias.py --drift      # the landscapes' drift vs the prior's
+
+``--drift`` prints, per (steps, width) rung, how far the landscapes' best LR sits above the
+target's (median over the seeds) minus how far costbo's prior drift says it does (decades): where
+that is negative at the rungs a Study buys, a target located from those rungs by the prior's
+drift comes out low, as far as the runs cannot tell a weaker drift from a lower target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from costbo.gpt2 import VOCAB_SIZE  # noqa: E402
+from costbo.sim import FAMILIES, sample_landscape  # noqa: E402
+
+
+def hedge(landscape, sd: float) -> float:
+    """Expected-loss argmin minus the best LR at the target (decades) for a Normal(0, sd)
+    uncertainty in the optimum's location."""
+    target = landscape.target
+    best = math.log10(landscape.best_lr(target.steps, target.model))
+    x = np.linspace(best - 1.5, best + 1.0, 1001)
+    loss = landscape.val_losses(10.0**x, target.steps, target.model)
+    loss = np.where(np.isfinite(loss), loss, math.log(VOCAB_SIZE))  # a diverged final run
+    shifts = np.linspace(-3.0 * sd, 3.0 * sd, 61)
+    weights = np.exp(-0.5 * (shifts / sd) ** 2)
+    weights /= weights.sum()
+    expected = sum(w * np.interp(x - d, x, loss) for d, w in zip(shifts, weights, strict=True))
+    near = np.abs(x - best) < 0.5
+    return float(x[near][expected[near].argmin()] - best)
+
+
+def costbo_end(landscape, budget: float, seed: int) -> dict:
+    """Run the benchmark's costbo loop; the final optimum sd, drift optimum and answer (decades,
+    the last two minus the true best LR)."""
+    from benchmarks.strategies.costbo_study import tune
+    from benchmarks.strategies.oracle import Oracle
+
+    target = landscape.target
+    best = math.log10(landscape.best_lr(target.steps, target.model))
+    study = tune(Oracle(landscape, budget), seed)
+    answer = study.recommend()
+    drift = study._fit()["posterior"].drift  # the Study's cached fit; no public accessor yet
+    return {
+        "sd": float(drift.sd(0.0, 0.0)),
+        "drift": float(drift.optimum(0.0, 0.0)) - best,
+        "answer": math.log10(answer.lr) - best,
+        "regret": landscape.regret(answer.lr),
+    }
+
+
+DRIFT_STEPS = (50, 100, 200, 500, 1000, 2000)
+DRIFT_WIDTHS = (64, 128, 256, 512, 768)
+
+
+def drift_table(landscapes) -> str:
+    """Markdown: median landscape drift minus the prior's drift at each rung (decades)."""
+    from costbo.gpt2 import ModelShape
+    from costbo.priors import LearningRatePrior
+
+    prior = LearningRatePrior(target_log10_lr=0.0)  # the drift terms do not depend on it
+    lines = [
+        "| steps \\ width | " + " | ".join(str(w) for w in DRIFT_WIDTHS) + " |",
+        "|---|" + "---|" * len(DRIFT_WIDTHS),
+    ]
+    for steps in DRIFT_STEPS:
+        cells = []
+        for width in DRIFT_WIDTHS:
+            model = ModelShape.from_width(width)
+            drift = []
+            for landscape in landscapes:
+                target = landscape.target
+                best = math.log10(landscape.best_lr(target.steps, target.model))
+                drift.append(math.log10(landscape.best_lr(steps, model)) - best)
+            s, w = math.log(steps / 4725), math.log(width / 768)
+            cells.append(f"{np.median(drift):+.2f} ({np.median(drift) - prior.optimum(s, w):+.2f})")
+        lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", default="calibrated", choices=FAMILIES)
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--sds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2])
+    parser.add_argument("--budget", type=float, help="also run costbo with this many dollars")
+    parser.add_argument("--drift", action="store_true", help="only the drift-vs-prior table")
+    args = parser.parse_args(argv)
+    landscapes = [sample_landscape(args.family, s) for s in range(args.seeds)]
+    if args.drift:
+        print(f"Best LR above the target's (decades, median of {args.seeds} {args.family} "
+              "landscapes), and in brackets minus costbo's prior drift:\n")  # fmt: skip
+        print(drift_table(landscapes))
+        return
+    print(f"| optimum sd (decades) | expected-loss answer - best LR (decades, median of "
+          f"{args.seeds} {args.family} landscapes) |")  # fmt: skip
+    print("|---|---|")
+    for sd in args.sds:
+        offsets = [hedge(landscape, sd) for landscape in landscapes]
+        print(f"| {sd:g} | {np.median(offsets):+.3f} |")
+    if args.budget:
+        print(f"\n| seed | costbo's optimum sd at ${args.budget:g} | drift optimum - best | "
+              "answer - best | hedge at that sd | regret (nats) |")  # fmt: skip
+        print("|---|---|---|---|---|---|")
+        ends = []
+        for seed, landscape in enumerate(landscapes):
+            end = costbo_end(landscape, args.budget, seed)
+            ends.append(end)
+            at_sd = hedge(landscape, end["sd"])
+            cells = f"{end['sd']:.3f} | {end['drift']:+.3f} | {end['answer']:+.3f} | {at_sd:+.3f}"
+            print(f"| {seed} | {cells} | {end['regret']:.4f} |", flush=True)
+        med = {k: np.median([e[k] for e in ends]) for k in ends[0]}
+        cells = f"{med['sd']:.3f} | {med['drift']:+.3f} | {med['answer']:+.3f} |"
+        print(f"| median | {cells} | {med['regret']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
