@@ -16,6 +16,8 @@ optimum, both below the best LR, says the location is off, not the hedge.
     .venv/bin/python benchmarks/answer_bias.py --family calibrated --seeds 30
     .venv/bin/python benchmarks/answer_bias.py --seeds 6 --budget 5 --sds 0.1
     .venv/bin/python benchmarks/answer_bias.py --drift      # the landscapes' drift vs the prior's
+    .venv/bin/python benchmarks/answer_bias.py --seeds 6 --budget 5 --sds 0.1 \
+        --prior-steps-slope -0.00869 --prior-boost 0.012     # a weaker steps drift in the prior
 
 ``--drift`` prints, per (steps, width) rung, how far the landscapes' best LR sits above the
 target's (median over the seeds) minus how far costbo's prior drift says it does (decades): where
@@ -56,15 +58,23 @@ def hedge(landscape, sd: float) -> float:
     return float(x[near][expected[near].argmin()] - best)
 
 
-def costbo_end(landscape, budget: float, seed: int) -> dict:
+def costbo_end(landscape, budget: float, seed: int, prior_changes: dict | None = None) -> dict:
     """Run the benchmark's costbo loop; the final optimum sd, drift optimum and answer (decades,
-    the last two minus the true best LR)."""
+    the last two minus the true best LR). ``prior_changes`` replace fields of the Study's
+    published-laws prior (a diagnostic: does another drift prior move the located optimum?)."""
+    import dataclasses
+
     from benchmarks.strategies.costbo_study import tune
     from benchmarks.strategies.oracle import Oracle
+    from costbo.priors import LearningRatePrior
 
     target = landscape.target
     best = math.log10(landscape.best_lr(target.steps, target.model))
-    study = tune(Oracle(landscape, budget), seed)
+    prior = None
+    if prior_changes:
+        laws = LearningRatePrior.from_scaling_laws(target.model, target.steps)
+        prior = dataclasses.replace(laws, **prior_changes)
+    study = tune(Oracle(landscape, budget), seed, prior=prior)
     answer = study.recommend()
     drift = study._fit()["posterior"].drift  # the Study's cached fit; no public accessor yet
     return {
@@ -111,6 +121,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2])
     parser.add_argument("--budget", type=float, help="also run costbo with this many dollars")
     parser.add_argument("--drift", action="store_true", help="only the drift-vs-prior table")
+    parser.add_argument(
+        "--prior-steps-slope",
+        type=float,
+        help="with --budget: the prior's steps slope (decades per ln steps; default -0.0195)",
+    )
+    parser.add_argument(
+        "--prior-boost",
+        type=float,
+        help="with --budget: the prior's short-run boost (decades per unit; default 0.015)",
+    )
     args = parser.parse_args(argv)
     landscapes = [sample_landscape(args.family, s) for s in range(args.seeds)]
     if args.drift:
@@ -130,7 +150,15 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|---|")
         ends = []
         for seed, landscape in enumerate(landscapes):
-            end = costbo_end(landscape, args.budget, seed)
+            changes = {
+                name: value
+                for name, value in (
+                    ("steps_slope", args.prior_steps_slope),
+                    ("short_run_boost", args.prior_boost),
+                )
+                if value is not None
+            }
+            end = costbo_end(landscape, args.budget, seed, changes)
             ends.append(end)
             at_sd = hedge(landscape, end["sd"])
             cells = f"{end['sd']:.3f} | {end['drift']:+.3f} | {end['answer']:+.3f} | {at_sd:+.3f}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from benchmarks.strategies.oracle import LR_BOUNDS, STEP_RUNGS, WIDTH_RUNGS, Oracle, OverBudget
 from costbo import BudgetExhausted, SearchSpace
+from costbo.priors import LearningRatePrior
 from costbo.study import Study
 
 
@@ -35,11 +36,18 @@ def run_study(
 
 
 def tune(
-    oracle: Oracle, seed: int, acquisition: str | None = None, max_runs: int | None = None
+    oracle: Oracle,
+    seed: int,
+    acquisition: str | None = None,
+    max_runs: int | None = None,
+    prior: LearningRatePrior | None = None,
 ) -> Study:
     """The ask / run / tell loop of ``run_study`` (answers recorded after every run but the
-    last); returns the Study, whose ``recommend()`` is the final answer."""
+    last); returns the Study, whose ``recommend()`` is the final answer. ``prior`` None keeps
+    the Study's (the published laws'); diagnostics pass another."""
     options = {} if acquisition is None else {"acquisition": acquisition}
+    if prior is not None:
+        options["prior"] = prior
     study = Study(
         default_space(),
         budget=oracle.budget,
