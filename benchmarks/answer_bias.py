@@ -18,6 +18,7 @@ optimum, both below the best LR, says the location is off, not the hedge.
     .venv/bin/python benchmarks/answer_bias.py --drift      # the landscapes' drift vs the prior's
     .venv/bin/python benchmarks/answer_bias.py --seeds 6 --budget 5 --sds 0.1 \
         --prior-steps-slope -0.00869 --prior-boost 0.012     # a weaker steps drift in the prior
+    .venv/bin/python benchmarks/answer_bias.py --sweep benchmarks/results/costbo_runs.csv
 
 ``--drift`` prints, per (steps, width) rung, how far the landscapes' best LR sits above the
 target's (median over the seeds) minus how far costbo's prior drift says it does (decades): where
@@ -114,6 +115,31 @@ def drift_table(landscapes) -> str:
     return "\n".join(lines)
 
 
+def sweep_offsets(path: Path, centre: float = 1.45e-3) -> str:
+    """Markdown: per budget, the answers' offset from the best LR (decades) regressed on how far
+    the best LR sits from the prior's centre (``centre``, the published laws' 1.45e-3), and the
+    median offset of the landscapes more than 0.1 decades below / above that centre."""
+    import pandas as pd
+
+    rows = pd.read_csv(path)
+    rows = rows[(rows["quick"] == 0) & rows["lr"].notna()]
+    offset = np.log10(rows["lr"] / rows["best_lr"])
+    dev = np.log10(rows["best_lr"] / centre)
+    lines = [
+        "| budget | slope | intercept | below centre: n, median offset | above: n, median offset |",
+        "|---|---|---|---|---|",
+    ]
+    for budget in sorted(rows["budget"].unique()):
+        sel = rows["budget"] == budget
+        slope, intercept = np.polyfit(dev[sel], offset[sel], 1)
+        low, high = sel & (dev < -0.1), sel & (dev > 0.1)
+        lines.append(
+            f"| ${budget:g} | {slope:+.2f} | {intercept:+.3f} | {int(low.sum())}, "
+            f"{np.median(offset[low]):+.3f} | {int(high.sum())}, {np.median(offset[high]):+.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", default="calibrated", choices=FAMILIES)
@@ -121,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sds", type=float, nargs="+", default=[0.05, 0.1, 0.15, 0.2])
     parser.add_argument("--budget", type=float, help="also run costbo with this many dollars")
     parser.add_argument("--drift", action="store_true", help="only the drift-vs-prior table")
+    parser.add_argument("--sweep", type=Path, help="only the offsets of a run.py CSV's answers")
     parser.add_argument(
         "--prior-steps-slope",
         type=float,
@@ -132,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         help="with --budget: the prior's short-run boost (decades per unit; default 0.015)",
     )
     args = parser.parse_args(argv)
+    if args.sweep:
+        print(sweep_offsets(args.sweep))
+        return
     landscapes = [sample_landscape(args.family, s) for s in range(args.seeds)]
     if args.drift:
         print(f"Best LR above the target's (decades, median of {args.seeds} {args.family} "

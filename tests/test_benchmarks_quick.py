@@ -182,3 +182,21 @@ def test_expected_loss_answer_hedges_below_an_asymmetric_basin_only():
     landscape = sample_landscape("calibrated", 4)  # steep above the optimum, gentle below
     offsets = [hedge(landscape, sd) for sd in (0.05, 0.1, 0.2)]
     assert offsets[0] <= 0.0 and offsets[2] < offsets[1] < offsets[0]
+
+
+def test_answer_offsets_separate_a_constant_offset_from_shrinkage_to_the_prior(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.answer_bias import sweep_offsets
+
+    best = 1.45e-3 * 10.0 ** np.linspace(-0.4, 0.4, 41)
+    rows = pd.DataFrame(
+        {"quick": 0, "budget": 5.0, "best_lr": best,
+         # answers pulled halfway to the prior's centre, then 0.05 decades low
+         "lr": 1.45e-3 * (best / 1.45e-3) ** 0.5 * 10.0**-0.05}
+    )  # fmt: skip
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    table = sweep_offsets(path)
+    assert "| $5 | -0.50 | -0.050 |" in table
