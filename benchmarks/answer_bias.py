@@ -96,6 +96,8 @@ def drift_table(landscapes) -> str:
     from costbo.priors import LearningRatePrior
 
     prior = LearningRatePrior(target_log10_lr=0.0)  # the drift terms do not depend on it
+    target = landscapes[0].target
+    bests = [math.log10(land.best_lr(target.steps, target.model)) for land in landscapes]
     lines = [
         "| steps \\ width | " + " | ".join(str(w) for w in DRIFT_WIDTHS) + " |",
         "|---|" + "---|" * len(DRIFT_WIDTHS),
@@ -104,12 +106,11 @@ def drift_table(landscapes) -> str:
         cells = []
         for width in DRIFT_WIDTHS:
             model = ModelShape.from_width(width)
-            drift = []
-            for landscape in landscapes:
-                target = landscape.target
-                best = math.log10(landscape.best_lr(target.steps, target.model))
-                drift.append(math.log10(landscape.best_lr(steps, model)) - best)
-            s, w = math.log(steps / 4725), math.log(width / 768)
+            drift = [
+                math.log10(land.best_lr(steps, model)) - best
+                for land, best in zip(landscapes, bests, strict=True)
+            ]
+            s, w = math.log(steps / target.steps), math.log(width / target.model.width)
             cells.append(f"{np.median(drift):+.2f} ({np.median(drift) - prior.optimum(s, w):+.2f})")
         lines.append(f"| {steps} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -160,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if args.sweep:
+        if not args.sweep.is_file():
+            parser.error(f"--sweep {args.sweep}: no such CSV; pass a run.py result, e.g. "
+                         "benchmarks/results/costbo_runs.csv")  # fmt: skip
         print(sweep_offsets(args.sweep))
         return
     landscapes = [sample_landscape(args.family, s) for s in range(args.seeds)]
@@ -178,16 +182,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n| seed | costbo's optimum sd at ${args.budget:g} | drift optimum - best | "
               "answer - best | hedge at that sd | regret (nats) |")  # fmt: skip
         print("|---|---|---|---|---|---|")
+        changes = {
+            name: value
+            for name, value in (
+                ("steps_slope", args.prior_steps_slope),
+                ("short_run_boost", args.prior_boost),
+            )
+            if value is not None
+        }
         ends = []
         for seed, landscape in enumerate(landscapes):
-            changes = {
-                name: value
-                for name, value in (
-                    ("steps_slope", args.prior_steps_slope),
-                    ("short_run_boost", args.prior_boost),
-                )
-                if value is not None
-            }
             end = costbo_end(landscape, args.budget, seed, changes)
             ends.append(end)
             at_sd = hedge(landscape, end["sd"])
