@@ -19,6 +19,7 @@ optimum, both below the best LR, says the location is off, not the hedge.
     .venv/bin/python benchmarks/answer_bias.py --seeds 6 --budget 5 --sds 0.1 \
         --prior-steps-slope -0.00869 --prior-boost 0.012     # a weaker steps drift in the prior
     .venv/bin/python benchmarks/answer_bias.py --sweep benchmarks/results/costbo_runs.csv
+    .venv/bin/python benchmarks/answer_bias.py --rungs --seeds 60   # extrapolation from true optima
 
 ``--drift`` prints, per (steps, width) rung, how far the landscapes' best LR sits above the
 target's (median over the seeds) minus how far costbo's prior drift says it does (decades): where
@@ -116,6 +117,58 @@ def drift_table(landscapes) -> str:
     return "\n".join(lines)
 
 
+RUNG_SETS = {"all 48": None, "<= 1000 steps": 1000, "<= 200 steps": 200}  # non-target rungs
+
+
+def rung_extrapolation(landscapes, runs_per_rung: int = 3) -> str:
+    """Markdown: the drift model fed the landscapes' true rung optima (no runs, no loss
+    surrogate), its target optimum minus the true best LR (decades; mean, median), per set of
+    rungs; fed the realized optima (roughness included) and the smooth trend's. Each rung counts
+    as pinned by ``runs_per_rung`` bracketing runs (``costbo.drift.rung_optimum_sd``).
+
+    The smooth column is the prior's drift against the landscapes' (extrapolation alone); the
+    gap to the realized column is the roughness: a rung's argmin sits off its trend, and so does
+    the target's, by a different amount no rung can show."""
+    from benchmarks.strategies.oracle import STEP_RUNGS, WIDTH_RUNGS
+    from costbo.drift import OptimumDrift, RungOptimum, rung_optimum_sd
+    from costbo.gpt2 import ModelShape
+    from costbo.priors import LearningRatePrior
+
+    target = landscapes[0].target
+    prior = LearningRatePrior.from_scaling_laws(target.model, target.steps)
+    sd = rung_optimum_sd(runs_per_rung, True)
+    lines = [
+        "| rungs | realized optima: mean, median | smooth trend: mean, median |",
+        "|---|---|---|",
+    ]
+    for name, max_steps in RUNG_SETS.items():
+        fidelities = [
+            (steps, ModelShape.from_width(width))
+            for steps in STEP_RUNGS
+            for width in WIDTH_RUNGS
+            if (steps, width) != (target.steps, target.model.width)
+            and (max_steps is None or steps <= max_steps)
+        ]
+        errors = {"realized": [], "trend": []}
+        for land in landscapes:
+            best = math.log10(land.best_lr(target.steps, target.model))
+            for kind, optimum in (("realized", land.best_lr), ("trend", land.trend_best_lr)):
+                rungs = [
+                    RungOptimum(
+                        math.log(steps / target.steps),
+                        math.log(model.width / target.model.width),
+                        math.log10(optimum(steps, model)),
+                        sd,
+                    )
+                    for steps, model in fidelities
+                ]
+                drift = OptimumDrift(prior).fit(rungs)
+                errors[kind].append(float(drift.optimum(0.0, 0.0)) - best)
+        cells = [f"{np.mean(e):+.3f}, {np.median(e):+.3f}" for e in errors.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def sweep_offsets(path: Path, centre: float = 1.45e-3) -> str:
     """Markdown: per budget, the answers' offset from the best LR (decades) regressed on how far
     the best LR sits from the prior's centre (``centre``, the published laws' 1.45e-3), and the
@@ -150,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drift", action="store_true", help="only the drift-vs-prior table")
     parser.add_argument("--sweep", type=Path, help="only the offsets of a run.py CSV's answers")
     parser.add_argument(
+        "--rungs", action="store_true", help="only the drift model fed the true rung optima"
+    )
+    parser.add_argument(
         "--prior-steps-slope",
         type=float,
         help="with --budget: the prior's steps slope (decades per ln steps; default -0.0195)",
@@ -167,6 +223,11 @@ def main(argv: list[str] | None = None) -> None:
         print(sweep_offsets(args.sweep))
         return
     landscapes = [sample_landscape(args.family, s) for s in range(args.seeds)]
+    if args.rungs:
+        print(f"Drift model fed the true rung optima of {args.seeds} {args.family} landscapes: "
+              "its target optimum - best LR (decades)\n")  # fmt: skip
+        print(rung_extrapolation(landscapes))
+        return
     if args.drift:
         print(f"Best LR above the target's (decades, median of {args.seeds} {args.family} "
               "landscapes), and in brackets minus costbo's prior drift:\n")  # fmt: skip

@@ -10,10 +10,12 @@ diverge at full scale, and per family the median. A summary over different lands
 compare luck; this one compares methods.
 
 ``--against costbo`` adds, per budget, each other method's median against that one's: the
-difference of medians with a 90% paired bootstrap interval (the landscapes resampled together,
-so a shared hard landscape counts once for both) and the share of landscapes where the named
-method's regret is lower. An interval that contains 0 is a difference the landscapes measured
-cannot tell from luck.
+difference of medians with a 90% paired bootstrap interval and the share of landscapes where
+the named method's regret is lower. Both methods' regrets are resampled together, so a shared
+hard landscape counts once for both, and by seed: the families of one seed share that seed's
+draws (best LR, basin, roughness: ``costbo.sim.landscape``), so their landscapes are not
+independent, and resampling them one by one would make the interval too narrow. An interval that
+contains 0 is a difference the landscapes measured cannot tell from luck.
 """
 
 from __future__ import annotations
@@ -78,12 +80,20 @@ def median_difference(
     rows: pd.DataFrame, method: str, other: str, budget: float, draws: int = 4000, seed: int = 0
 ) -> dict:
     """``method``'s median regret minus ``other``'s at ``budget`` (nats), its 90% paired
-    bootstrap interval, and the share of landscapes where ``method``'s regret is lower."""
+    bootstrap interval (seeds resampled, each with all its families' landscapes), and the share
+    of landscapes where ``method``'s regret is lower."""
     part = rows[rows["budget"] == budget]
-    table = part.pivot_table(index=["family", "seed"], columns="method", values="regret")
+    table = part.pivot_table(index=["seed", "family"], columns="method", values="regret")
+    table = table[[method, other]].dropna()
     a, b = table[method].to_numpy(), table[other].to_numpy()
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(draws, len(a)))
-    diffs = np.median(a[idx], axis=1) - np.median(b[idx], axis=1)
+    # landscape positions grouped by seed: a draw picks seeds, then takes their rows
+    groups = [np.flatnonzero(table.index.get_level_values("seed") == s) for s in
+              dict.fromkeys(table.index.get_level_values("seed"))]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(draws)
+    for i in range(draws):
+        idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
+        diffs[i] = np.median(a[idx]) - np.median(b[idx])
     return {
         "landscapes": len(a),
         "difference": float(np.median(a) - np.median(b)),

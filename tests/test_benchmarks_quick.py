@@ -163,6 +163,38 @@ def test_paired_bootstrap_measures_a_shift_exactly_and_luck_as_an_interval_aroun
         against(shifted, "zz")
 
 
+def test_paired_bootstrap_resamples_seeds_whose_families_share_their_luck():
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.paired import median_difference
+
+    # 12 seeds x 6 families; a seed's luck moves method a by the same amount on all its
+    # families (as a seed's shared draws do in costbo.sim): 12 independent outcomes, not 72
+    rng = np.random.default_rng(8)
+    families = [f"f{i}" for i in range(6)]
+    luck = np.abs(rng.normal(0.0, 3e-3, 12))  # regrets stay >= 0
+    rows = []
+    for seed in range(12):
+        for family in families:
+            b = float(rng.lognormal(-6.0, 0.3))
+            rows += [
+                {"method": "a", "family": family, "seed": seed, "budget": 5.0,
+                 "regret": b + luck[seed] + float(rng.normal(0.0, 1e-5))},
+                {"method": "b", "family": family, "seed": seed, "budget": 5.0, "regret": b},
+            ]  # fmt: skip
+    table = pd.DataFrame(rows)
+    d = median_difference(table, "a", "b", 5.0)
+    assert d["landscapes"] == 72
+    # the interval an independent-landscape bootstrap would give, for comparison
+    wide = table.pivot_table(index=["seed", "family"], columns="method", values="regret")
+    a, b = wide["a"].to_numpy(), wide["b"].to_numpy()
+    idx = np.random.default_rng(0).integers(0, len(a), size=(4000, len(a)))
+    naive = np.median(a[idx], axis=1) - np.median(b[idx], axis=1)
+    naive_width = np.quantile(naive, 0.95) - np.quantile(naive, 0.05)
+    assert d["high"] - d["low"] > 1.5 * naive_width
+
+
 def test_expected_loss_answer_hedges_below_an_asymmetric_basin_only():
     import numpy as np
 
@@ -182,6 +214,22 @@ def test_expected_loss_answer_hedges_below_an_asymmetric_basin_only():
     landscape = sample_landscape("calibrated", 4)  # steep above the optimum, gentle below
     offsets = [hedge(landscape, sd) for sd in (0.05, 0.1, 0.2)]
     assert offsets[0] <= 0.0 and offsets[2] < offsets[1] < offsets[0]
+
+
+def test_drift_model_fed_many_true_smooth_optima_finds_the_target_and_fewer_rungs_miss_more():
+    from benchmarks.answer_bias import rung_extrapolation
+    from costbo.sim import sample_landscape
+
+    table = rung_extrapolation([sample_landscape("calibrated", s) for s in range(8)])
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert list(rows) == ["all 48", "<= 1000 steps", "<= 200 steps"]
+
+    def smooth_mean(name):
+        return float(rows[name].split(" | ")[2].split(",")[0])
+
+    # all rungs' smooth optima pin the target's within 0.02 decades; short rungs alone, less
+    assert abs(smooth_mean("all 48")) < 0.02
+    assert abs(smooth_mean("<= 200 steps")) > abs(smooth_mean("all 48"))
 
 
 def test_answer_offsets_separate_a_constant_offset_from_shrinkage_to_the_prior(tmp_path):

@@ -191,6 +191,25 @@ def test_roughness_is_a_few_millinats_and_smooth_in_lr():
     assert ls.val_loss(best, 4725, TARGET) - ls.level(4725, TARGET) < 0.01
 
 
+def test_trend_best_lr_is_the_smooth_drift_and_roughness_moves_each_argmin_off_it():
+    # no_drift: the trend is flat, so every fidelity's best LR is the target's but for its own
+    # roughness, which moves the argmin by at most the simulator's 1.25x
+    ls = sample_landscape("no_drift", 4)
+    best = ls.best_lr(4725, TARGET)
+    assert ls.trend_best_lr(4725, TARGET) == pytest.approx(best, rel=1e-12)
+    moved = []
+    for steps, width in [(50, 64), (200, 256), (1000, 512), (2000, 768)]:
+        model = ModelShape.from_width(width)
+        assert ls.trend_best_lr(steps, model) == pytest.approx(best, rel=1e-12)
+        ratio = ls.best_lr(steps, model) / best
+        assert 1 / 1.25 - 1e-6 <= ratio <= 1.25 + 1e-6
+        moved.append(abs(math.log(ratio)))
+    assert max(moved) > 0.01
+    # a drifting family: the trend follows the drift, smaller models prefer larger LRs
+    ls = sample_landscape("calibrated", 4)
+    assert ls.trend_best_lr(4725, ModelShape.from_width(256)) > 2 * ls.trend_best_lr(4725, TARGET)
+
+
 def test_val_loss_is_fast_enough_for_millions_of_calls():
     ls = sample_landscape("calibrated", 0)
     ls.val_loss(1e-3, 4725, TARGET)

@@ -386,6 +386,14 @@ class Landscape:
             sl.best = (math.exp(sl.log_lr_star + u), self._loss_at(sl, u))
         return sl.best[0]
 
+    def trend_best_lr(self, steps: int, model: ModelShape) -> float:
+        """The best LR this fidelity would have without its roughness: the reference's best LR
+        moved by the smooth drift alone (``best_lr`` adds each fidelity's own roughness offset;
+        at the reference the two agree)."""
+        model = _as_model(model)
+        drift = self._drift(steps, model) - self._drift(REFERENCE.steps, REFERENCE.model)
+        return self.params.best_lr * math.exp(drift)
+
     def best_val_loss(self, steps: int | None = None, model: ModelShape | None = None) -> float:
         """The lowest val loss reachable at a fidelity (default: the target), nats."""
         steps = self.target.steps if steps is None else steps
