@@ -20,6 +20,7 @@ optimum, both below the best LR, says the location is off, not the hedge.
         --prior-steps-slope -0.00869 --prior-boost 0.012     # a weaker steps drift in the prior
     .venv/bin/python benchmarks/answer_bias.py --sweep benchmarks/results/costbo_runs.csv
     .venv/bin/python benchmarks/answer_bias.py --rungs --seeds 60   # extrapolation from true optima
+    .venv/bin/python benchmarks/answer_bias.py --rungs --seeds 60 --prior-slope-sds 0.3 0.04
 
 ``--drift`` prints, per (steps, width) rung, how far the landscapes' best LR sits above the
 target's (median over the seeds) minus how far costbo's prior drift says it does (decades): where
@@ -62,8 +63,11 @@ def hedge(landscape, sd: float) -> float:
 
 def costbo_end(landscape, budget: float, seed: int, prior_changes: dict | None = None) -> dict:
     """Run the benchmark's costbo loop; the final optimum sd, drift optimum and answer (decades,
-    the last two minus the true best LR). ``prior_changes`` replace fields of the Study's
-    published-laws prior (a diagnostic: does another drift prior move the located optimum?)."""
+    the last two minus the true best LR), the drift optimum it would have had from the true
+    optima of the rungs it bought (``true_rungs``) and how far it misread those (``misread``:
+    estimate - true, weighted by the rungs' 1 / sd^2). ``prior_changes`` replace fields of the
+    Study's published-laws prior (a diagnostic: does another drift prior move the located
+    optimum?)."""
     import dataclasses
 
     from benchmarks.strategies.costbo_study import tune
@@ -78,12 +82,37 @@ def costbo_end(landscape, budget: float, seed: int, prior_changes: dict | None =
         prior = dataclasses.replace(laws, **prior_changes)
     study = tune(Oracle(landscape, budget), seed, prior=prior)
     answer = study.recommend()
-    drift = study._fit()["posterior"].drift  # the Study's cached fit; no public accessor yet
+    post = study._fit()["posterior"]  # the Study's cached fit; no public accessor yet
+    drift = post.drift
     return {
         "sd": float(drift.sd(0.0, 0.0)),
         "drift": float(drift.optimum(0.0, 0.0)) - best,
+        **rung_reading(post.rungs, drift.prior, landscape),
         "answer": math.log10(answer.lr) - best,
         "regret": landscape.regret(answer.lr),
+    }
+
+
+def rung_reading(rungs, prior, landscape, optimum=None) -> dict:
+    """The drift model refitted to ``rungs`` (a Study's ``RungOptimum``s) with their sds kept but
+    their optima replaced by ``optimum(steps, model)`` (default: the landscape's true realized
+    ones): its target optimum minus the true best LR (``true_rungs``, decades), and how far the
+    rungs' estimates are off those optima (``misread``: estimate - true, weighted by 1 / sd^2)."""
+    import dataclasses
+
+    from costbo.drift import OptimumDrift
+
+    optimum = optimum or landscape.best_lr
+    target = landscape.target
+    best = math.log10(landscape.best_lr(target.steps, target.model))
+    true = [dataclasses.replace(r, log10_lr=math.log10(optimum(*r.key))) for r in rungs]
+    if not true:
+        return {"true_rungs": math.nan, "misread": math.nan}
+    weights = np.array([r.sd**-2 for r in rungs])
+    misread = np.array([r.log10_lr - t.log10_lr for r, t in zip(rungs, true, strict=True)])
+    return {
+        "true_rungs": float(OptimumDrift(prior).fit(true).optimum(0.0, 0.0)) - best,
+        "misread": float((weights * misread).sum() / weights.sum()),
     }
 
 
@@ -120,7 +149,9 @@ def drift_table(landscapes) -> str:
 RUNG_SETS = {"all 48": None, "<= 1000 steps": 1000, "<= 200 steps": 200}  # non-target rungs
 
 
-def rung_extrapolation(landscapes, runs_per_rung: int = 3) -> str:
+def rung_extrapolation(
+    landscapes, runs_per_rung: int = 3, prior_changes: dict | None = None
+) -> str:
     """Markdown: the drift model fed the landscapes' true rung optima (no runs, no loss
     surrogate), its target optimum minus the true best LR (decades; mean, median), per set of
     rungs; fed the realized optima (roughness included) and the smooth trend's. Each rung counts
@@ -128,7 +159,10 @@ def rung_extrapolation(landscapes, runs_per_rung: int = 3) -> str:
 
     The smooth column is the prior's drift against the landscapes' (extrapolation alone); the
     gap to the realized column is the roughness: a rung's argmin sits off its trend, and so does
-    the target's, by a different amount no rung can show."""
+    the target's, by a different amount no rung can show. ``prior_changes`` replace fields of
+    the published-laws prior (e.g. wider slope sds)."""
+    import dataclasses
+
     from benchmarks.strategies.oracle import STEP_RUNGS, WIDTH_RUNGS
     from costbo.drift import OptimumDrift, RungOptimum, rung_optimum_sd
     from costbo.gpt2 import ModelShape
@@ -136,10 +170,11 @@ def rung_extrapolation(landscapes, runs_per_rung: int = 3) -> str:
 
     target = landscapes[0].target
     prior = LearningRatePrior.from_scaling_laws(target.model, target.steps)
+    prior = dataclasses.replace(prior, **(prior_changes or {}))
     sd = rung_optimum_sd(runs_per_rung, True)
     lines = [
-        "| rungs | realized optima: mean, median | smooth trend: mean, median |",
-        "|---|---|---|",
+        "| rungs | realized optima: mean, median | smooth trend: mean, median | target sd |",
+        "|---|---|---|---|",
     ]
     for name, max_steps in RUNG_SETS.items():
         fidelities = [
@@ -165,6 +200,7 @@ def rung_extrapolation(landscapes, runs_per_rung: int = 3) -> str:
                 drift = OptimumDrift(prior).fit(rungs)
                 errors[kind].append(float(drift.optimum(0.0, 0.0)) - best)
         cells = [f"{np.mean(e):+.3f}, {np.median(e):+.3f}" for e in errors.values()]
+        cells.append(f"{drift.sd(0.0, 0.0):.3f}")  # the same for every landscape: sds only
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -206,6 +242,14 @@ def main(argv: list[str] | None = None) -> None:
         "--rungs", action="store_true", help="only the drift model fed the true rung optima"
     )
     parser.add_argument(
+        "--prior-slope-sds",
+        type=float,
+        nargs=2,
+        metavar=("WIDTH", "STEPS"),
+        help="with --rungs: the prior's width and steps slope sds (default 0.15 0.02 decades "
+        "per ln width / ln steps)",
+    )
+    parser.add_argument(
         "--prior-steps-slope",
         type=float,
         help="with --budget: the prior's steps slope (decades per ln steps; default -0.0195)",
@@ -226,7 +270,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.rungs:
         print(f"Drift model fed the true rung optima of {args.seeds} {args.family} landscapes: "
               "its target optimum - best LR (decades)\n")  # fmt: skip
-        print(rung_extrapolation(landscapes))
+        changes = None
+        if args.prior_slope_sds:
+            width_sd, steps_sd = args.prior_slope_sds
+            changes = {"width_slope_sd": width_sd, "steps_slope_sd": steps_sd}
+        print(rung_extrapolation(landscapes, prior_changes=changes))
         return
     if args.drift:
         print(f"Best LR above the target's (decades, median of {args.seeds} {args.family} "
@@ -241,8 +289,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {sd:g} | {np.median(offsets):+.3f} |")
     if args.budget:
         print(f"\n| seed | costbo's optimum sd at ${args.budget:g} | drift optimum - best | "
-              "answer - best | hedge at that sd | regret (nats) |")  # fmt: skip
-        print("|---|---|---|---|---|---|")
+              "answer - best | hedge at that sd | regret (nats) | drift from its rungs' true "
+              "optima - best | rungs misread by |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
         changes = {
             name: value
             for name, value in (
@@ -257,10 +306,12 @@ def main(argv: list[str] | None = None) -> None:
             ends.append(end)
             at_sd = hedge(landscape, end["sd"])
             cells = f"{end['sd']:.3f} | {end['drift']:+.3f} | {end['answer']:+.3f} | {at_sd:+.3f}"
-            print(f"| {seed} | {cells} | {end['regret']:.4f} |", flush=True)
+            more = f"{end['true_rungs']:+.3f} | {end['misread']:+.3f}"
+            print(f"| {seed} | {cells} | {end['regret']:.4f} | {more} |", flush=True)
         med = {k: np.median([e[k] for e in ends]) for k in ends[0]}
         cells = f"{med['sd']:.3f} | {med['drift']:+.3f} | {med['answer']:+.3f} |"
-        print(f"| median | {cells} | {med['regret']:.4f} |")
+        more = f"{med['true_rungs']:+.3f} | {med['misread']:+.3f}"
+        print(f"| median | {cells} | {med['regret']:.4f} | {more} |")
 
 
 if __name__ == "__main__":

@@ -232,6 +232,33 @@ def test_drift_model_fed_many_true_smooth_optima_finds_the_target_and_fewer_rung
     assert abs(smooth_mean("<= 200 steps")) > abs(smooth_mean("all 48"))
 
 
+def test_rung_reading_separates_misread_rungs_from_the_extrapolation():
+    import math
+
+    from benchmarks.answer_bias import rung_reading
+    from benchmarks.strategies.costbo_study import tune
+    from benchmarks.strategies.oracle import Oracle
+    from costbo.sim import sample_landscape
+
+    landscape = sample_landscape("calibrated", 3)
+    study = tune(Oracle(landscape, 1.0), seed=3)
+    post = study._fit()["posterior"]
+    assert len(post.rungs) >= 2
+    target = landscape.target
+    best = math.log10(landscape.best_lr(target.steps, target.model))
+
+    def own(steps, model):  # "true" optima equal to the Study's own estimates
+        return next(10.0**r.log10_lr for r in post.rungs if r.key == (steps, model))
+
+    # fed back its own readings, the refit is the Study's drift and nothing is misread
+    same = rung_reading(post.rungs, post.drift.prior, landscape, own)
+    assert same["misread"] == pytest.approx(0.0, abs=1e-12)
+    assert same["true_rungs"] == pytest.approx(float(post.drift.optimum(0.0, 0.0)) - best)
+    # the landscape's true optima: a finite miss, and the sd-weighted misreading
+    truth = rung_reading(post.rungs, post.drift.prior, landscape)
+    assert math.isfinite(truth["true_rungs"]) and abs(truth["misread"]) < 0.5
+
+
 def test_answer_offsets_separate_a_constant_offset_from_shrinkage_to_the_prior(tmp_path):
     import numpy as np
     import pandas as pd
