@@ -260,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         help="with --budget: the prior's short-run boost (decades per unit; default 0.015)",
     )
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: give at least 1 landscape, e.g. --seeds 30")
+    if args.prior_slope_sds and min(args.prior_slope_sds) <= 0:
+        parser.error(f"--prior-slope-sds {' '.join(map(str, args.prior_slope_sds))}: both sds "
+                     "must be > 0 (decades per ln width, per ln steps), e.g. 0.3 0.04")  # fmt: skip
     if args.sweep:
         if not args.sweep.is_file():
             parser.error(f"--sweep {args.sweep}: no such CSV; pass a run.py result, e.g. "

@@ -259,6 +259,17 @@ def test_rung_reading_separates_misread_rungs_from_the_extrapolation():
     assert math.isfinite(truth["true_rungs"]) and abs(truth["misread"]) < 0.5
 
 
+def test_answer_bias_rejects_no_landscapes_and_non_positive_slope_sds(capsys):
+    from benchmarks.answer_bias import main
+
+    with pytest.raises(SystemExit):
+        main(["--rungs", "--seeds", "0"])
+    assert "--seeds 0: give at least 1 landscape" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--rungs", "--seeds", "2", "--prior-slope-sds", "-1", "0.02"])
+    assert "both sds must be > 0" in capsys.readouterr().err
+
+
 def test_answer_offsets_separate_a_constant_offset_from_shrinkage_to_the_prior(tmp_path):
     import numpy as np
     import pandas as pd
