@@ -133,7 +133,12 @@ def main(argv: list[str] | None = None) -> None:
         "--against", metavar="METHOD", help="add a paired bootstrap of METHOD against the rest"
     )
     args = parser.parse_args(argv)
-    frames = [pd.read_csv(p if p.is_absolute() or p.exists() else HERE / p) for p in args.csvs]
+    paths = [p if p.is_absolute() or p.exists() else HERE / p for p in args.csvs]
+    for path in paths:
+        if not path.is_file():
+            parser.error(f"{path}: no such CSV; pass run.py results, e.g. results/runs.csv "
+                         "results/costbo_runs.csv (relative to benchmarks/ or here)")  # fmt: skip
+    frames = [pd.read_csv(path) for path in paths]
     rows = paired(frames, args.methods)
     if rows.empty:
         raise SystemExit("no job that every method finished: run them on the same seeds first")

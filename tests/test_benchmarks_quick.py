@@ -259,6 +259,14 @@ def test_rung_reading_separates_misread_rungs_from_the_extrapolation():
     assert math.isfinite(truth["true_rungs"]) and abs(truth["misread"]) < 0.5
 
 
+def test_paired_names_a_missing_csv(tmp_path, capsys):
+    from benchmarks.paired import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "nope.csv")])
+    assert "nope.csv: no such CSV" in capsys.readouterr().err
+
+
 def test_answer_bias_rejects_no_landscapes_and_non_positive_slope_sds(capsys):
     from benchmarks.answer_bias import main
 
