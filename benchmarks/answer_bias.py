@@ -31,6 +31,7 @@ drift comes out low, as far as the runs cannot tell a weaker drift from a lower 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -45,11 +46,25 @@ from costbo.gpt2 import VOCAB_SIZE  # noqa: E402
 from costbo.sim import FAMILIES, sample_landscape  # noqa: E402
 
 
+def target_best(landscape) -> float:
+    """log10 of the landscape's best LR at its target."""
+    target = landscape.target
+    return math.log10(landscape.best_lr(target.steps, target.model))
+
+
+def laws_prior(target, changes: dict | None = None):
+    """The Study's published-laws prior for ``target`` with ``changes`` replacing its fields."""
+    from costbo.priors import LearningRatePrior
+
+    laws = LearningRatePrior.from_scaling_laws(target.model, target.steps)
+    return dataclasses.replace(laws, **(changes or {}))
+
+
 def hedge(landscape, sd: float) -> float:
     """Expected-loss argmin minus the best LR at the target (decades) for a Normal(0, sd)
     uncertainty in the optimum's location."""
     target = landscape.target
-    best = math.log10(landscape.best_lr(target.steps, target.model))
+    best = target_best(landscape)
     x = np.linspace(best - 1.5, best + 1.0, 1001)
     loss = landscape.val_losses(10.0**x, target.steps, target.model)
     loss = np.where(np.isfinite(loss), loss, math.log(VOCAB_SIZE))  # a diverged final run
@@ -68,18 +83,11 @@ def costbo_end(landscape, budget: float, seed: int, prior_changes: dict | None =
     estimate - true, weighted by the rungs' 1 / sd^2). ``prior_changes`` replace fields of the
     Study's published-laws prior (a diagnostic: does another drift prior move the located
     optimum?)."""
-    import dataclasses
-
     from benchmarks.strategies.costbo_study import tune
     from benchmarks.strategies.oracle import Oracle
-    from costbo.priors import LearningRatePrior
 
-    target = landscape.target
-    best = math.log10(landscape.best_lr(target.steps, target.model))
-    prior = None
-    if prior_changes:
-        laws = LearningRatePrior.from_scaling_laws(target.model, target.steps)
-        prior = dataclasses.replace(laws, **prior_changes)
+    best = target_best(landscape)
+    prior = laws_prior(landscape.target, prior_changes) if prior_changes else None
     study = tune(Oracle(landscape, budget), seed, prior=prior)
     answer = study.recommend()
     post = study._fit()["posterior"]  # the Study's cached fit; no public accessor yet
@@ -98,13 +106,10 @@ def rung_reading(rungs, prior, landscape, optimum=None) -> dict:
     their optima replaced by ``optimum(steps, model)`` (default: the landscape's true realized
     ones): its target optimum minus the true best LR (``true_rungs``, decades), and how far the
     rungs' estimates are off those optima (``misread``: estimate - true, weighted by 1 / sd^2)."""
-    import dataclasses
-
     from costbo.drift import OptimumDrift
 
     optimum = optimum or landscape.best_lr
-    target = landscape.target
-    best = math.log10(landscape.best_lr(target.steps, target.model))
+    best = target_best(landscape)
     true = [dataclasses.replace(r, log10_lr=math.log10(optimum(*r.key))) for r in rungs]
     if not true:
         return {"true_rungs": math.nan, "misread": math.nan}
@@ -127,7 +132,7 @@ def drift_table(landscapes) -> str:
 
     prior = LearningRatePrior(target_log10_lr=0.0)  # the drift terms do not depend on it
     target = landscapes[0].target
-    bests = [math.log10(land.best_lr(target.steps, target.model)) for land in landscapes]
+    bests = [target_best(land) for land in landscapes]
     lines = [
         "| steps \\ width | " + " | ".join(str(w) for w in DRIFT_WIDTHS) + " |",
         "|---|" + "---|" * len(DRIFT_WIDTHS),
@@ -161,16 +166,12 @@ def rung_extrapolation(
     gap to the realized column is the roughness: a rung's argmin sits off its trend, and so does
     the target's, by a different amount no rung can show. ``prior_changes`` replace fields of
     the published-laws prior (e.g. wider slope sds)."""
-    import dataclasses
-
     from benchmarks.strategies.oracle import STEP_RUNGS, WIDTH_RUNGS
     from costbo.drift import OptimumDrift, RungOptimum, rung_optimum_sd
     from costbo.gpt2 import ModelShape
-    from costbo.priors import LearningRatePrior
 
     target = landscapes[0].target
-    prior = LearningRatePrior.from_scaling_laws(target.model, target.steps)
-    prior = dataclasses.replace(prior, **(prior_changes or {}))
+    prior = laws_prior(target, prior_changes)
     sd = rung_optimum_sd(runs_per_rung, True)
     lines = [
         "| rungs | realized optima: mean, median | smooth trend: mean, median | target sd |",
@@ -186,7 +187,7 @@ def rung_extrapolation(
         ]
         errors = {"realized": [], "trend": []}
         for land in landscapes:
-            best = math.log10(land.best_lr(target.steps, target.model))
+            best = target_best(land)
             for kind, optimum in (("realized", land.best_lr), ("trend", land.trend_best_lr)):
                 rungs = [
                     RungOptimum(
