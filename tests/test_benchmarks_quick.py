@@ -294,3 +294,16 @@ def test_answer_offsets_separate_a_constant_offset_from_shrinkage_to_the_prior(t
     rows.to_csv(path, index=False)
     table = sweep_offsets(path)
     assert "| $5 | -0.50 | -0.050 |" in table
+
+
+def test_wide_drift_candidate_is_the_studys_prior_with_only_the_slope_sds_widened():
+    # The candidate's sweep rows stand for "the default Study with these sds": nothing else in
+    # its prior may differ from what Study builds for design.md's space.
+    from benchmarks.strategies.costbo_study import WIDE_DRIFT_SDS, default_space, wide_drift_prior
+    from costbo.study import Study
+
+    default = Study(default_space(), budget=5.0, price_per_hour=1.5).prior.to_dict()
+    candidate = wide_drift_prior().to_dict()
+    changed = {k for k in default if default[k] != candidate[k]}
+    assert changed == set(WIDE_DRIFT_SDS)
+    assert all(candidate[k] > default[k] for k in changed)

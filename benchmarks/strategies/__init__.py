@@ -24,6 +24,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "costbo": ("costbo_study", "costbo_default"),
     "costbo_ei": ("costbo_study", "costbo_ei"),
     "costbo_kg": ("costbo_study", "costbo_kg"),
+    "costbo_wide_drift": ("costbo_study", "costbo_wide_drift"),
 }
 # what --quick runs instead of a method (same algorithm, tiny optimizer settings)
 QUICK_VARIANTS = {

@@ -10,6 +10,8 @@ surrogate fit counts towards the ask time (``recommend`` would otherwise do it f
 
 from __future__ import annotations
 
+import dataclasses
+
 from benchmarks.strategies.oracle import LR_BOUNDS, STEP_RUNGS, WIDTH_RUNGS, Oracle, OverBudget
 from costbo import BudgetExhausted, SearchSpace
 from costbo.priors import LearningRatePrior
@@ -25,11 +27,15 @@ QUICK_MAX_RUNS = 6
 
 
 def run_study(
-    oracle: Oracle, seed: int, acquisition: str | None = None, max_runs: int | None = None
+    oracle: Oracle,
+    seed: int,
+    acquisition: str | None = None,
+    max_runs: int | None = None,
+    prior: LearningRatePrior | None = None,
 ) -> float:
     """Ask, run and tell until the budget is exhausted (or ``max_runs`` runs, for quick checks);
-    answer ``recommend().lr``. ``acquisition`` None keeps the Study's default."""
-    study = tune(oracle, seed, acquisition, max_runs)
+    answer ``recommend().lr``. ``acquisition`` and ``prior`` None keep the Study's defaults."""
+    study = tune(oracle, seed, acquisition, max_runs, prior)
     if not oracle.runs:  # not even the cheapest run fitted: the prior is all there is
         return oracle.answer(10.0**study.prior.target_log10_lr)
     return oracle.answer(lambda: study.recommend().lr)
@@ -86,6 +92,24 @@ def costbo_ei(oracle: Oracle, seed: int) -> float:
 def costbo_kg(oracle: Oracle, seed: int) -> float:
     """costbo with the one-step lookahead (knowledge gradient) per dollar."""
     return run_study(oracle, seed, "kg_per_dollar")
+
+
+# A candidate default under test (benchmarks/README.md, "Candidate: a wider drift prior"): the
+# published laws' slopes, each twice as uncertain as the Study's prior says, so that the cheap
+# narrow and short rungs are extrapolated more by their own drift and less by the laws'.
+WIDE_DRIFT_SDS = {"width_slope_sd": 0.3, "steps_slope_sd": 0.04}
+
+
+def wide_drift_prior() -> LearningRatePrior:
+    """The Study's published-laws prior at design.md's target with ``WIDE_DRIFT_SDS``."""
+    target = default_space().target
+    laws = LearningRatePrior.from_scaling_laws(target.model, target.steps)
+    return dataclasses.replace(laws, **WIDE_DRIFT_SDS)
+
+
+def costbo_wide_drift(oracle: Oracle, seed: int) -> float:
+    """costbo's defaults but the drift prior of ``wide_drift_prior``."""
+    return run_study(oracle, seed, prior=wide_drift_prior())
 
 
 def costbo_quick(oracle: Oracle, seed: int) -> float:
