@@ -94,9 +94,10 @@ def costbo_kg(oracle: Oracle, seed: int) -> float:
     return run_study(oracle, seed, "kg_per_dollar")
 
 
-# A candidate default under test (benchmarks/README.md, "Candidate: a wider drift prior"): the
-# published laws' slopes, each twice as uncertain as the Study's prior says, so that the cheap
-# narrow and short rungs are extrapolated more by their own drift and less by the laws'.
+# A candidate default, measured and rejected (benchmarks/README.md, "Candidate rejected: a wider
+# drift prior": no change in regret beyond luck): the published laws' slopes, each twice as
+# uncertain as the Study's prior says, so that the cheap narrow and short rungs are extrapolated
+# more by their own drift and less by the laws'.
 WIDE_DRIFT_SDS = {"width_slope_sd": 0.3, "steps_slope_sd": 0.04}
 
 
