@@ -52,14 +52,6 @@ def target_best(landscape) -> float:
     return math.log10(landscape.best_lr(target.steps, target.model))
 
 
-def laws_prior(target, changes: dict | None = None):
-    """The Study's published-laws prior for ``target`` with ``changes`` replacing its fields."""
-    from costbo.priors import LearningRatePrior
-
-    laws = LearningRatePrior.from_scaling_laws(target.model, target.steps)
-    return dataclasses.replace(laws, **(changes or {}))
-
-
 def hedge(landscape, sd: float) -> float:
     """Expected-loss argmin minus the best LR at the target (decades) for a Normal(0, sd)
     uncertainty in the optimum's location."""
@@ -83,7 +75,7 @@ def costbo_end(landscape, budget: float, seed: int, prior_changes: dict | None =
     estimate - true, weighted by the rungs' 1 / sd^2). ``prior_changes`` replace fields of the
     Study's published-laws prior (a diagnostic: does another drift prior move the located
     optimum?)."""
-    from benchmarks.strategies.costbo_study import tune
+    from benchmarks.strategies.costbo_study import laws_prior, tune
     from benchmarks.strategies.oracle import Oracle
 
     best = target_best(landscape)
@@ -166,6 +158,7 @@ def rung_extrapolation(
     gap to the realized column is the roughness: a rung's argmin sits off its trend, and so does
     the target's, by a different amount no rung can show. ``prior_changes`` replace fields of
     the published-laws prior (e.g. wider slope sds)."""
+    from benchmarks.strategies.costbo_study import laws_prior
     from benchmarks.strategies.oracle import STEP_RUNGS, WIDTH_RUNGS
     from costbo.drift import OptimumDrift, RungOptimum, rung_optimum_sd
     from costbo.gpt2 import ModelShape

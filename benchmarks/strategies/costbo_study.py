@@ -101,11 +101,16 @@ def costbo_kg(oracle: Oracle, seed: int) -> float:
 WIDE_DRIFT_SDS = {"width_slope_sd": 0.3, "steps_slope_sd": 0.04}
 
 
+def laws_prior(target, changes: dict | None = None) -> LearningRatePrior:
+    """The Study's published-laws prior for ``target`` (a ``Fidelity``) with ``changes``
+    replacing its fields."""
+    laws = LearningRatePrior.from_scaling_laws(target.model, target.steps)
+    return dataclasses.replace(laws, **(changes or {}))
+
+
 def wide_drift_prior() -> LearningRatePrior:
     """The Study's published-laws prior at design.md's target with ``WIDE_DRIFT_SDS``."""
-    target = default_space().target
-    laws = LearningRatePrior.from_scaling_laws(target.model, target.steps)
-    return dataclasses.replace(laws, **WIDE_DRIFT_SDS)
+    return laws_prior(default_space().target, WIDE_DRIFT_SDS)
 
 
 def costbo_wide_drift(oracle: Oracle, seed: int) -> float:
