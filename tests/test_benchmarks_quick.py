@@ -116,6 +116,60 @@ def test_paired_comparison_keeps_only_the_landscapes_every_method_finished():
     assert "| a | 2 | 0.0010 |" in text and "| b | 2 | 0.0020 |" in text
 
 
+def test_paired_pools_the_misspecified_families_and_keeps_a_seed_range():
+    import pandas as pd
+
+    from benchmarks.paired import paired, summary
+
+    # a is better on the calibrated family, b on the misspecified ones (pooled: their median)
+    regrets = {
+        ("a", "calibrated"): 0.001, ("b", "calibrated"): 0.002,
+        ("a", "no_drift"): 0.005, ("b", "no_drift"): 0.003,
+        ("a", "narrow_basin"): 0.007, ("b", "narrow_basin"): 0.001,
+    }  # fmt: skip
+    frame = pd.DataFrame(
+        [
+            {"method": m, "family": f, "seed": s, "budget": 5.0, "quick": 0,
+             "regret": v + 1e-6 * s, "diverged": 0, "error": ""}
+            for (m, f), v in regrets.items()
+            for s in range(4)
+        ]
+    )  # fmt: skip
+    text = summary(paired([frame], None))
+    pooled = text.split("### Median, calibrated and misspecified families")[1]
+    assert "| a | **0.0010** | 0.0060 |" in pooled  # misspecified: median of 0.005 and 0.007
+    assert "| b | 0.0020 | **0.0020** |" in pooled  # median of 0.003 and 0.001
+    kept = paired([frame], None, seeds=(1, 2))
+    assert sorted(kept["seed"].unique()) == [1, 2]
+    assert len(kept) == 2 * 3 * 2  # methods x families x seeds
+    kept = paired([frame], None, families=["calibrated"])
+    assert set(kept["family"]) == {"calibrated"} and len(kept) == 2 * 4
+
+
+def test_paired_counts_the_landscapes_where_a_method_is_worse():
+    import pandas as pd
+
+    from benchmarks.paired import median_difference
+
+    # issue 3's "$5: never worse than the 6e-4 default" is this count against the default
+    a = [0.001, 0.004, 0.002, 0.0005, 0.003]
+    b = [0.002, 0.003, 0.002, 0.0010, 0.001]
+    frame = pd.DataFrame(
+        [{"method": m, "family": "calibrated", "seed": s, "budget": 5.0, "regret": v}
+         for m, values in (("a", a), ("b", b)) for s, v in enumerate(values)]
+    )  # fmt: skip
+    d = median_difference(frame, "a", "b", 5.0)
+    assert d["higher"] == 2 and d["lower_share"] == pytest.approx(2 / 5)
+
+
+def test_paired_rejects_a_reversed_seed_range(capsys):
+    from benchmarks.paired import main
+
+    with pytest.raises(SystemExit):
+        main(["results/runs.csv", "--seeds", "59", "30"])
+    assert "--seeds 59 30: FIRST must be <= LAST" in capsys.readouterr().err
+
+
 def test_qmfkg_peer_is_reproducible_whatever_ran_before_in_the_worker():
     # BoTorch seeds the KG's fantasy sampler from torch's global generator when the acquisition
     # is built; a benchmark worker's earlier jobs must not change a job's runs or answer
