@@ -191,7 +191,15 @@ def main(argv: list[str] | None = None) -> None:
     seeds = tuple(args.seeds) if args.seeds else None
     rows = paired(frames, args.methods, seeds, args.families)
     if rows.empty:
-        raise SystemExit("no job that every method finished: run them on the same seeds first")
+        chosen = "".join(
+            f" {flag} {' '.join(map(str, value))}"
+            for flag, value in (("--seeds", args.seeds), ("--families", args.families))
+            if value
+        )
+        raise SystemExit(
+            f"no job that every method finished{' within' + chosen if chosen else ''}: run them "
+            "on the same seeds first, or choose seeds and families that the CSVs have"
+        )
     print(summary(rows))
     if args.against:
         print(against(rows, args.against))

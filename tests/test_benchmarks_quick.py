@@ -168,6 +168,9 @@ def test_paired_rejects_a_reversed_seed_range(capsys):
     with pytest.raises(SystemExit):
         main(["results/runs.csv", "--seeds", "59", "30"])
     assert "--seeds 59 30: FIRST must be <= LAST" in capsys.readouterr().err
+    # a range the CSVs do not have names the filter, not just "no job"
+    with pytest.raises(SystemExit, match="within --seeds 100 110"):
+        main(["results/runs.csv", "--seeds", "100", "110"])
 
 
 def test_qmfkg_peer_is_reproducible_whatever_ran_before_in_the_worker():
