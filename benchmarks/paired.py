@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from costbo.sim import FAMILIES
+
 HERE = Path(__file__).resolve().parent
 
 
-CALIBRATED = "calibrated"  # costbo.sim's family fitted to calibration.md; the rest: misspecified
+CALIBRATED = FAMILIES[0]  # costbo.sim's family fitted to calibration.md; the rest: misspecified
 
 
 def paired(
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--seeds", type=int, nargs=2, metavar=("FIRST", "LAST"), help="only these seeds"
     )
-    parser.add_argument("--families", nargs="+", default=None, help="only these families")
+    parser.add_argument("--families", nargs="+", default=None, choices=FAMILIES)
     args = parser.parse_args(argv)
     if args.seeds is not None and args.seeds[0] > args.seeds[1]:
         parser.error(f"--seeds {args.seeds[0]} {args.seeds[1]}: FIRST must be <= LAST")
@@ -188,17 +190,12 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{path}: no such CSV; pass run.py results, e.g. results/runs.csv "
                          "results/costbo_runs.csv (relative to benchmarks/ or here)")  # fmt: skip
     frames = [pd.read_csv(path) for path in paths]
-    seeds = tuple(args.seeds) if args.seeds else None
-    rows = paired(frames, args.methods, seeds, args.families)
+    rows = paired(frames, args.methods, args.seeds, args.families)
     if rows.empty:
-        chosen = "".join(
-            f" {flag} {' '.join(map(str, value))}"
-            for flag, value in (("--seeds", args.seeds), ("--families", args.families))
-            if value
-        )
+        within = f" within --seeds {args.seeds[0]} {args.seeds[1]}" if args.seeds else ""
         raise SystemExit(
-            f"no job that every method finished{' within' + chosen if chosen else ''}: run them "
-            "on the same seeds first, or choose seeds and families that the CSVs have"
+            f"no job that every method finished{within}: run them on the same seeds first, or "
+            "choose seeds and families that the CSVs have"
         )
     print(summary(rows))
     if args.against:
