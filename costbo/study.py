@@ -444,7 +444,12 @@ class Study:
             post = post.with_fantasies(self._inputs(pending))
         target = self._target_slice(state)
         if self.acquisition == "regret_per_dollar":
-            affordable = [self._best_fidelity(affordable, predictions, post)]
+            # only fidelities with an LR left to run: a cheap rung can have had its whole grid
+            # run (llm.c is deterministic, so a repeat buys nothing) while it still looks the
+            # most informative per dollar, and stopping there would leave the budget unspent
+            n = len(self.lr_grid)
+            open_ = [f for f in affordable if any((f, i) not in taken for i in range(n))]
+            affordable = [self._best_fidelity(open_ or affordable, predictions, post)]
         rows = []
         for f in affordable:
             s, w = self.space.fidelity_coordinates(f)

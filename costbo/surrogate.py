@@ -2,7 +2,8 @@
 
 Its prior is a Bayesian polynomial surface plus fixed and fitted GP terms. The polynomial is an
 asymmetric basin in the LR coordinate, taken about a centre that follows the optimum's drift
-(gentle quadratic below it, steeper quadratic plus a quartic above it, sharpened for short runs
+(gentle quadratic below it, steeper quadratic plus a quartic above it, a small quartic below it
+too for the low side's rise far from the optimum, sharpened for short runs
 as (steps / target)^-0.2: published 2x penalties are largest for short runs; never a spurious
 second minimum as a cubic term gives when extrapolated), with linear interactions between LR
 and the fidelities; its coefficients are integrated out (a feature kernel Phi Sigma Phi^T with
@@ -83,11 +84,13 @@ FEATURE_NAMES = (
     "max(u,0)^4 q",
     "u^2*s",
     "u^2*w",
+    "min(u,0)^4 q",
 )  # fmt: skip  (u: log10 LR minus the centre; h = sqrt(target steps / steps) - 1, the short-run
 #  boost; q = (steps / target steps)^-SHARPENING, the basin's sharpening in short runs)
 SHARPENING = 0.2  # published: the LR basin flattens as training gets longer (2x penalties of
 # 0.003-0.06 nats, largest for short runs); ~(steps ratio)^-0.2 spans that range over the rungs
 CURVATURE = 0.25  # nats per decade^2: scale of the basin's curvature terms' prior means
+LOW_QUARTIC = 0.2  # x CURVATURE: prior mean and sd of the low side's quartic (PolynomialPrior)
 TARGET_CURVATURE = 0.12  # nats per decade^2: a full-length run's basin (see PolynomialPrior)
 
 
@@ -114,6 +117,12 @@ class PolynomialPrior:
         means[12] = 0.5 * curvature  # gentle on the low-LR side (0.5x costs ~1/3 of 2x) ...
         means[13] = 1.0 * curvature  # ... steeper on the high side,
         means[14] = 1.5 * curvature  # and steeper still further up (4x costs 5.5-9x what 2x does)
+        # ... and, far below it, steeper than a quadratic too: a run at 1/100 of the best LR is
+        # badly undertrained, more than a quadratic fitted near the optimum says. Runs 0.5 decade
+        # below the optimum, where the acquisition puts many (its high side risks divergence),
+        # then bend a quadratic-only low side and drag its argmin down (~0.03 decades at every
+        # rung in the simulator's families; docs/modelling.md).
+        means[17] = LOW_QUARTIC * curvature
         sds = [
             # level surface over (s, w): a quadratic plus power-law terms in tokens and size
             # (Chinchilla's shape), flexible enough that level differences between fidelities
@@ -125,6 +134,7 @@ class PolynomialPrior:
             # would let the residual's wiggles put the argmin anywhere
             0.35 * curvature, 0.4 * curvature, 0.8 * curvature,
             0.015, 0.02,  # how curvature changes with steps and width beyond the sharpening
+            LOW_QUARTIC * curvature,  # the low side's quartic: mostly positive, the data decide
         ]  # fmt: skip
         return cls(tuple(means), tuple(sds), curvature)
 
@@ -165,7 +175,7 @@ class LossFeatures(torch.nn.Module):
         q = (-SHARPENING * s).exp()
         cols = [one, s, w, s * s, w * w, s * w, (-0.3 * s).exp() - 1, (-0.6 * w).exp() - 1,
                 du, du * s, du * w, du * h, q * low**2, q * high**2, q * high**4,
-                du**2 * s, du**2 * w]  # fmt: skip
+                du**2 * s, du**2 * w, q * low**4]  # fmt: skip
         return torch.stack(cols, dim=-1)
 
 

@@ -9,6 +9,9 @@ batch of runs asked together.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -180,3 +183,30 @@ def test_runs_that_overshoot_three_fold_raise_later_predicted_costs(cheap_space,
     first, last = overshot.trials[0], overshot.ask(lr=1e-3, steps=50, model=64)
     assert last.predicted_cost > 1.5 * first.predicted_cost
     assert last.predicted_seconds == pytest.approx(3.0 * landscape.seconds(50, last.model), rel=0.2)
+
+
+def test_a_rung_whose_whole_lr_grid_was_run_does_not_end_the_study(landscape, cheap_space):
+    # The cheapest rung can stay the most informative per dollar after every LR of the grid
+    # has been run there (a repeat teaches nothing: llm.c is deterministic). The study must
+    # then buy elsewhere, not report the budget exhausted with most of it unspent.
+    study = Study(cheap_space, budget=1.0, price_per_hour=PRICE, seed=0, lr_grid_size=5)
+    for _ in range(200):
+        try:
+            trial = study.ask()
+        except BudgetExhausted:
+            break
+        landscape.tell(study, trial)
+    remaining = study.budget - study.spent
+    # grid points run, as the study counts them: each run at its nearest grid LR
+    run = {
+        (t.steps, t.width, int(np.abs(study.lr_grid - math.log10(t.lr)).argmin()))
+        for t in study.trials
+    }
+    left = [
+        f
+        for f in study.space.fidelities
+        if study.predict_cost(f.steps, f.model).upper_dollars <= remaining
+        and sum((f.steps, f.width, i) in run for i in range(len(study.lr_grid))) < 5
+    ]
+    assert not left, f"stopped with ${remaining:.2f} left and LRs to run at {left}"
+    assert len({(t.steps, t.width) for t in study.trials}) > 1
