@@ -11,6 +11,7 @@ import torch
 
 from costbo import ModelShape
 from costbo.priors import LearningRatePrior
+from costbo.sim import sample_landscape
 from costbo.surrogate import LossSurrogate, to_inputs
 
 PRIOR = LearningRatePrior.from_scaling_laws(ModelShape(12, 768, 12), 4725)
@@ -143,8 +144,6 @@ def test_runs_spread_further_below_the_optimum_than_above_do_not_drag_it_down():
     # side risks divergence). The simulator's low side rises faster than a quadratic away from
     # the optimum, as real ones do; a quadratic-only low side fitted to such runs read every
     # rung's optimum ~0.03 decades low, and the drift carried that to the full-scale answer.
-    from costbo.sim import sample_landscape
-
     offsets = (-0.6, -0.45, -0.3, 0.0, 0.15, 0.3)  # decades from the rung's true optimum
     rungs = [(50, 128), (200, 384), (500, 768)]
     errors = []
