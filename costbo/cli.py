@@ -17,7 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from costbo.config import DEFAULT_CONFIG_NAME, Config, ConfigError, load_config
+from costbo.config import (
+    DEFAULT_CONFIG_NAME,
+    Config,
+    ConfigError,
+    load_config,
+    write_text_file,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # costbo.plots.FIGURES's names, listed here so that `--help` need not import matplotlib
@@ -397,6 +403,13 @@ def cmd_plot(args, console: Console) -> int:
     if args.history_points < 1:
         raise ConfigError(f"--history-points {args.history_points} must be at least 1")
     out = Path(args.out) if args.out else config.study.runs_dir / "figures"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"figures folder {out} cannot be created ({err.strerror}): give --out a folder "
+            "you can write to"
+        ) from None
     saved = save_all(config, out, max_history_points=args.history_points, names=args.only)
     for paths in saved.paths.values():
         console.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
@@ -414,8 +427,7 @@ def cmd_report(args, console: Console) -> int:
     text = render_report(config, args.format)
     if args.out:
         path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_text_file(path, text, "--out ")
         console.print(f"wrote {path}", highlight=False, markup=False)
     else:
         sys.stdout.write(text)

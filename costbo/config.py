@@ -736,6 +736,20 @@ def _parse_s3(sec: _Section) -> S3Settings:
     return S3Settings(bucket, cluster, endpoint, region, profile)
 
 
+def write_text_file(path: Path, text: str, name: str = "") -> None:
+    """Write ``text`` to ``path``, creating its folders; a ``ConfigError`` naming the path
+    (after ``name``, e.g. "--out ") and the reason if it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as err:
+        # mkdir names the part of the path in the way, which may not be the file itself
+        raise ConfigError(
+            f"{name}{path} cannot be written ({err.strerror}: {err.filename}): give a file path "
+            "in a folder you can write to"
+        ) from None
+
+
 def write_default_config(path: str | os.PathLike, *, force: bool = False) -> Path:
     """Write the commented default config; refuses to overwrite unless ``force``."""
     path = Path(path)
@@ -743,6 +757,5 @@ def write_default_config(path: str | os.PathLike, *, force: bool = False) -> Pat
         path = path / DEFAULT_CONFIG_NAME
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists: edit it, or pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(DEFAULT_CONFIG_TEXT)
+    write_text_file(path, DEFAULT_CONFIG_TEXT)
     return path

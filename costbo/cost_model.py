@@ -11,6 +11,7 @@ step times (``costbo probe``) replace the FLOPs prior for the shapes they cover.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,10 +60,14 @@ class CostModel:
             ("tokens_per_step", tokens_per_step),
             ("flops_per_second", flops_per_second),
         ):
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} {value!r} must be a positive number")
-        if step_fixed_seconds < 0 or overhead_seconds < 0:
-            raise ValueError("step_fixed_seconds and overhead_seconds must be >= 0")
+        for name, value in (
+            ("step_fixed_seconds", step_fixed_seconds),
+            ("overhead_seconds", overhead_seconds),
+        ):
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} {value!r} must be a number of seconds >= 0")
         self.price_per_hour = float(price_per_hour)
         self.tokens_per_step = int(tokens_per_step)
         self.seq_len = int(seq_len)

@@ -13,6 +13,7 @@ its own prediction.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from costbo.optimize import (
     RunDisplay,
     make_runner,
     make_sync,
+    read_run_record,
+    seconds_spent,
+    stop_trainers,
     sync_now,
 )
 from costbo.trial import TrialStatus
@@ -61,6 +65,100 @@ def previous_attempts(journal: Path, run_dir: Path) -> list[dict]:
     return [e for e in events if e.get("event") == "final" and e.get("run_dir") == str(run_dir)]
 
 
+def final_event(start: dict, outcome: dict, earlier: list[dict], price_per_hour: float) -> dict:
+    """The journal's ``final`` event: the prediction ``start`` (a ``final_start`` event) made,
+    against ``outcome`` (status, val_loss, hellaswag, seconds, kill_reason, error), with the
+    seconds and dollars of every attempt on this run dir so far (``earlier``: their events)."""
+    complete = outcome["status"] == TrialStatus.COMPLETE.value
+    val_loss = outcome.get("val_loss") if complete else None
+    if val_loss is not None and not math.isfinite(val_loss):
+        val_loss = None
+    predicted = start.get("predicted_val_loss")
+    seconds = float(outcome["seconds"])
+    total_seconds = seconds + sum(e.get("seconds") or 0.0 for e in earlier)
+    return {
+        "event": "final",
+        "lr": start.get("lr"),
+        "status": outcome["status"],
+        "predicted_val_loss": predicted,
+        "predicted_val_loss_std": start.get("predicted_val_loss_std"),
+        "val_loss": val_loss,
+        "prediction_error": (
+            val_loss - predicted if val_loss is not None and predicted is not None else None
+        ),
+        "hellaswag": outcome.get("hellaswag"),
+        "seconds": seconds,
+        "dollars": seconds / 3600.0 * price_per_hour,
+        "total_seconds": total_seconds,
+        "total_dollars": total_seconds / 3600.0 * price_per_hour,
+        "resumed": bool(start.get("resume")),
+        "kill_reason": outcome.get("kill_reason"),
+        "error": outcome.get("error"),
+        "run_dir": start.get("run_dir"),
+    }
+
+
+def settle_lost_attempts(config: Config, study, console: Console) -> list[dict]:
+    """Journal a ``final`` event for each attempt that costbo lost (SIGKILL, a crash, a closed
+    SSH session): a ``final_start`` with no ``final`` after it on its run dir.
+
+    As for a lost tuning run (``optimize.recover_trial``): a result in its trial.json is taken
+    as it is; otherwise a trainer still running there is stopped first (a second one launched
+    into the same run dir would fight it for the GPU and the checkpoints), and the attempt is
+    recorded as interrupted with the seconds it ran, so that its money is counted.
+    """
+    events, _ = read_events(config.study.journal)
+    open_starts: dict[str, dict] = {}
+    for event in events:
+        if event.get("event") == "final_start":
+            open_starts[event.get("run_dir")] = event
+        elif event.get("event") == "final":
+            open_starts.pop(event.get("run_dir"), None)
+    settled = []
+    for run_dir_text, start in open_starts.items():
+        run_dir = Path(run_dir_text)
+        record = read_run_record(run_dir)
+        # trial.json is rewritten per attempt: one started before this final_start belongs to
+        # an earlier attempt, and this one died before launching anything.
+        if record is not None and float(record.get("started_at") or 0.0) < start.get("time", 0):
+            record = None
+        result = (record or {}).get("result") or {}
+        if result:
+            seconds = float(result.get("seconds") or 0.0)
+            status = result.get("status")
+            error = result.get("error") or result.get("kill_detail")
+        else:
+            running = stop_trainers(run_dir, config.runner.kill_grace) if record else False
+            until = time.time() if running else None
+            seconds = seconds_spent(run_dir, record, still_running_until=until) if record else 0.0
+            status = TrialStatus.INTERRUPTED.value
+            how = "was still running and was stopped" if running else "had stopped"
+            error = (
+                f"costbo stopped while the final run was going; on resume its trainer {how}; "
+                f"{seconds:.1f} s counted"
+            )
+        outcome = {
+            "status": status,
+            "val_loss": result.get("val_loss"),
+            "hellaswag": result.get("hellaswag"),
+            "seconds": seconds,
+            "kill_reason": result.get("kill_reason") if result else "lost",
+            "error": error,
+        }
+        earlier = previous_attempts(config.study.journal, run_dir)
+        event = final_event(start, outcome, earlier, config.study.price_per_hour)
+        event["recovered"] = True
+        study.log_event(event)
+        console.print(
+            f"recovered the final run in {run_dir} (left going when costbo stopped): {status}, "
+            f"{seconds:.1f} s, ${event['dollars']:.2f} counted",
+            highlight=False,
+            markup=False,
+        )
+        settled.append(event)
+    return settled
+
+
 def final(config: Config, *, console: Console | None = None) -> int:
     """Launch (or resume) the final run and journal prediction against outcome."""
     console = console or Console()
@@ -82,6 +180,7 @@ def final(config: Config, *, console: Console | None = None) -> int:
                 f"{config.path}: no recommendation yet ({err}): run `costbo "
                 f"optimize --config {config.path}` first"
             ) from None
+        settle_lost_attempts(config, study, console)
         target = study.space.target
         run = FinalRun(rec.lr, target.steps, *target.model.as_tuple())
         run_dir = final_run_dir(config, run)
@@ -98,20 +197,19 @@ def final(config: Config, *, console: Console | None = None) -> int:
         resume = has_checkpoint(run_dir)
         overrides = {"-y": 1} if resume else None
         predicted = study.predict_cost(target.steps, target.model)
-        study.log_event(
-            {
-                "event": "final_start",
-                "lr": rec.lr,
-                "lr_low": rec.lr_low,
-                "lr_high": rec.lr_high,
-                "predicted_val_loss": rec.val_loss,
-                "predicted_val_loss_std": rec.val_loss_std,
-                "predicted_seconds": predicted.seconds,
-                "predicted_dollars": predicted.dollars,
-                "run_dir": str(run_dir),
-                "resume": resume,
-            }
-        )
+        start = {
+            "event": "final_start",
+            "lr": rec.lr,
+            "lr_low": rec.lr_low,
+            "lr_high": rec.lr_high,
+            "predicted_val_loss": rec.val_loss,
+            "predicted_val_loss_std": rec.val_loss_std,
+            "predicted_seconds": predicted.seconds,
+            "predicted_dollars": predicted.dollars,
+            "run_dir": str(run_dir),
+            "resume": resume,
+        }
+        study.log_event(start)
         console.print(
             f"final run: {target} at lr {rec.lr:.4g} (90% interval {rec.lr_low:.3g} .. "
             f"{rec.lr_high:.3g}); predicted val loss {rec.val_loss:.4f} +- "
@@ -137,28 +235,15 @@ def final(config: Config, *, console: Console | None = None) -> int:
                 task,
                 f"final run {result.status.value}: {result.seconds:.1f} s, ${result.dollars:.2f}",
             )
-        total_seconds = result.seconds + sum(e.get("seconds") or 0.0 for e in earlier)
-        error = None
-        if result.val_loss is not None and math.isfinite(result.val_loss):
-            error = result.val_loss - rec.val_loss
-        event = {
-            "event": "final",
-            "lr": rec.lr,
+        outcome = {
             "status": result.status.value,
-            "predicted_val_loss": rec.val_loss,
-            "predicted_val_loss_std": rec.val_loss_std,
-            "val_loss": result.val_loss if result.status is TrialStatus.COMPLETE else None,
-            "prediction_error": error if result.status is TrialStatus.COMPLETE else None,
+            "val_loss": result.val_loss,
             "hellaswag": result.hellaswag,
             "seconds": result.seconds,
-            "dollars": result.dollars,
-            "total_seconds": total_seconds,
-            "total_dollars": runner.dollars(total_seconds),
-            "resumed": resume,
             "kill_reason": result.kill_reason,
             "error": result.error or result.kill_detail,
-            "run_dir": str(run_dir),
         }
+        event = final_event(start, outcome, earlier, config.study.price_per_hour)
         study.log_event(event)
         sync_now(sync, console, run_dir, config.study.journal)
     finally:

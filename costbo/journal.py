@@ -36,6 +36,10 @@ def _json_default(value):
 
 
 def _clean(value):
+    # numpy arrays and scalars (and tensors) as plain lists and numbers, so that their NaNs are
+    # cleaned too and a curve in user_attrs is not refused as "not a Python scalar"
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        value = value.tolist()
     # JSON has no NaN/inf; a diverged run's NaN loss is stored as null.
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -62,6 +66,9 @@ def read_events(path: str | Path) -> tuple[list[dict], int]:
         is_last = number == len(lines)
         if is_last and raw == b"":
             break
+        if raw.strip() == b"":  # a blank line (e.g. left by removing a corrupt one) holds nothing
+            offset += len(raw) + (0 if is_last else 1)
+            continue
         try:
             event = json.loads(raw.decode("utf-8"))
             if not isinstance(event, dict) or "event" not in event:

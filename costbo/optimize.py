@@ -50,6 +50,20 @@ def run_dir_for(config: Config, trial: Trial) -> Path:
 def make_runner(config: Config, settings=None) -> Runner:
     """A Runner for this config (``settings`` replaces its TrainerSettings)."""
     settings = settings or config.trainer
+    # Checked before the study is opened: found at launch, each try would journal a trial.
+    llmc_dir = Path(settings.llmc_dir).expanduser()
+    if not llmc_dir.is_dir():
+        raise ConfigError(
+            f"{config.path}: [llmc] dir = {str(llmc_dir)!r} is not a directory: it is every "
+            "run's working directory (where the data globs start); point it at your llm.c "
+            'checkout, or at "." for costbo-sim'
+        )
+    runs_dir = config.study.runs_dir
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ConfigError(
+            f"{config.path}: [study] runs_dir = {str(runs_dir)!r} is a file, not a folder: "
+            "point it at a folder (it is created if missing)"
+        )
     try:
         resolve_binary(settings)
     except ValueError as err:
@@ -148,7 +162,8 @@ def tell_outcome(study, trial: Trial, result: dict, **extra_attrs) -> Trial:
 
 
 # --- recovering runs that costbo lost --------------------------------------------------------
-def _read_record(run_dir: Path) -> dict | None:
+def read_run_record(run_dir: Path) -> dict | None:
+    """A run dir's trial.json (the runner's argv, start time and result), or None."""
     try:
         return json.loads((run_dir / "trial.json").read_text())
     except (OSError, ValueError):
@@ -252,7 +267,7 @@ def seconds_spent(
 
 def recover_trial(study, trial: Trial, run_dir: Path, grace_seconds: float = 5.0) -> Trial:
     """Tell a trial that was pending when costbo stopped, from what its run dir says."""
-    record = _read_record(run_dir)
+    record = read_run_record(run_dir)
     if record is None:
         # trial.json is written before launch: without it nothing ran and nothing was spent.
         with _defer_sigint():

@@ -9,6 +9,7 @@ handful of cheap runs to the edge of the search space.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from costbo.gpt2 import MAX_SEQ_LEN, TOKENS_PER_STEP, ModelShape
@@ -72,8 +73,10 @@ class LearningRatePrior:
     divergence_ratio: float = 7.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.target_log10_lr):
-            raise ValueError(f"prior target_log10_lr {self.target_log10_lr!r} must be finite")
+        # a NaN or infinite slope or sd would turn every prediction into NaN without a word
+        for name, value in asdict(self).items():
+            if not (isinstance(value, numbers.Real) and math.isfinite(value)):
+                raise ValueError(f"prior {name} {value!r} must be a finite number")
         if not self.target_sd > 0:
             raise ValueError(f"prior target_sd {self.target_sd!r} must be > 0 (decades)")
         if not self.divergence_ratio > 1:
@@ -81,7 +84,7 @@ class LearningRatePrior:
 
     @classmethod
     def from_lr(cls, lr: float, sd: float = 0.25, **kwargs) -> LearningRatePrior:
-        if not (isinstance(lr, int | float) and lr > 0 and math.isfinite(lr)):
+        if not (isinstance(lr, numbers.Real) and lr > 0 and math.isfinite(lr)):
             raise ValueError(f"prior lr {lr!r} must be a positive number, e.g. 1.5e-3")
         return cls(target_log10_lr=math.log10(lr), target_sd=sd, **kwargs)
 

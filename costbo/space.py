@@ -31,13 +31,20 @@ class Fidelity:
         return f"{self.steps} steps x {self.model}"
 
 
-def _as_model(value: object, where: str) -> ModelShape:
+def _is_whole(value: object) -> bool:
+    # numpy integers count: rungs and shapes often come out of np.arange or a DataFrame
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def as_model(value: object, where: str) -> ModelShape:
+    """A model given as a width (depth = heads = width // 64), a (depth, channels, heads)
+    triple or a ModelShape, as a ModelShape; ``where`` names the argument in errors."""
     if isinstance(value, ModelShape):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return ModelShape.from_width(value)
+    if _is_whole(value):
+        return ModelShape.from_width(int(value))
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 3:
-        depth, channels, heads = value
+        depth, channels, heads = (int(v) if _is_whole(v) else v for v in value)
         try:
             return ModelShape(depth, channels, heads)
         except ValueError as err:
@@ -101,20 +108,27 @@ class SearchSpace:
         if pairs is not None:
             if steps is not None or widths is not None or models is not None:
                 raise ValueError("give either pairs= (with target=) or steps= with widths=/models=")
+            pairs = list(pairs)  # a numpy array has no truth value
             if not pairs:
                 raise ValueError("pairs are empty: list at least one (steps, model) pair")
             if target is None:
                 raise ValueError(
                     "pairs= needs target=(steps, (depth, channels, heads)): the full-scale run"
                 )
+            if not (isinstance(target, Sequence) and not isinstance(target, str)) or (
+                len(target) != 2
+            ):
+                raise ValueError(
+                    f"target={target!r} must be (steps, model), e.g. target=(4725, (12, 768, 12))"
+                )
             fids = []
             for i, pair in enumerate(pairs):
                 if not (isinstance(pair, Sequence) and len(pair) == 2):
                     raise ValueError(f"pairs[{i}] = {pair!r} must be (steps, model)")
                 (s,) = _check_rungs("steps", [pair[0]])
-                fids.append(Fidelity(s, _as_model(pair[1], f"pairs[{i}]")))
+                fids.append(Fidelity(s, as_model(pair[1], f"pairs[{i}]")))
             (t_steps,) = _check_rungs("target steps", [target[0]])
-            tgt = Fidelity(t_steps, _as_model(target[1], "target"))
+            tgt = Fidelity(t_steps, as_model(target[1], "target"))
             seen = set()
             for f in fids:
                 if f in seen:
@@ -122,6 +136,17 @@ class SearchSpace:
                 seen.add(f)
             if tgt not in seen:
                 fids.append(tgt)
+            # The model tells fidelities apart by (steps, width) alone (as on the grid, where
+            # models must differ in channels): two shapes at the same point would be taken for
+            # one another, e.g. a shallower full-length run for the target itself.
+            by_point: dict[tuple[int, int], Fidelity] = {}
+            for f in fids:
+                other = by_point.setdefault((f.steps, f.width), f)
+                if other != f:
+                    raise ValueError(
+                        f"pairs ({other}) and ({f}) have the same steps and width, which is all "
+                        "costbo's model tells fidelities apart by: keep one of them"
+                    )
             for f in fids:
                 if f.steps > tgt.steps or f.width > tgt.width:
                     raise ValueError(
@@ -140,14 +165,14 @@ class SearchSpace:
             if models is not None and widths is not None:
                 raise ValueError("give widths= or models=, not both")
             if models is not None:
-                shapes = [_as_model(m, f"models[{i}]") for i, m in enumerate(models)]
+                shapes = [as_model(m, f"models[{i}]") for i, m in enumerate(models)]
                 if not shapes:
                     raise ValueError("models are empty: give at least one (depth, channels, heads)")
                 _check_rungs("model channels", [m.channels for m in shapes])
             else:
                 if widths is None:
                     raise ValueError("width rungs are missing: give widths=[...] or models=[...]")
-                shapes = [_as_model(w, "widths") for w in _check_rungs("width", widths)]
+                shapes = [as_model(w, "widths") for w in _check_rungs("width", widths)]
             self.fidelities = [Fidelity(s, m) for s in step_rungs for m in shapes]
             self.target = Fidelity(step_rungs[-1], shapes[-1])
             self.form = "grid"
@@ -166,15 +191,26 @@ class SearchSpace:
 
     def find(self, steps: int, model: object) -> Fidelity:
         """The fidelity with these steps and model (width or shape), or a clear error."""
-        shape = _as_model(model, "model")
-        fid = Fidelity(int(steps), shape)
-        if fid not in self.fidelities:
-            raise ValueError(
-                f"({fid}) is not in the search space; allowed: "
-                + ", ".join(str(f) for f in self.fidelities[:8])
-                + (" ..." if len(self.fidelities) > 8 else "")
-            )
-        return fid
+        if not _is_whole(steps) or steps <= 0:
+            raise ValueError(f"steps {steps!r} is not a positive integer: give a step rung")
+        steps = int(steps)
+        if _is_whole(model):
+            # a width names the space's own shape of that width, which need not be the
+            # default head-size-64 ladder (models= and pairs= give explicit shapes)
+            for f in self.fidelities:
+                if f.steps == steps and f.width == model:
+                    return f
+            shown = f"{steps} steps x width {model}"
+        else:
+            fid = Fidelity(steps, as_model(model, "model"))
+            if fid in self.fidelities:
+                return fid
+            shown = str(fid)
+        raise ValueError(
+            f"({shown}) is not in the search space; allowed: "
+            + ", ".join(str(f) for f in self.fidelities[:8])
+            + (" ..." if len(self.fidelities) > 8 else "")
+        )
 
     def contains_lr(self, lr: float) -> bool:
         lo, hi = self.lr_bounds

@@ -19,7 +19,10 @@ trials, the same spend and the same next proposal.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
+import numbers
 import time
 from pathlib import Path
 
@@ -34,10 +37,11 @@ from costbo.gpt2 import MAX_SEQ_LEN, TOKENS_PER_STEP, VOCAB_SIZE, ModelShape
 from costbo.journal import FORMAT_VERSION, Journal, JournalError, read_events
 from costbo.priors import LearningRatePrior
 from costbo.recommendation import recommend
-from costbo.space import Fidelity, SearchSpace
+from costbo.space import Fidelity, SearchSpace, as_model
 from costbo.surrogate import LossPosterior, LossSurrogate, expected_far_noise, to_inputs
 from costbo.trial import BudgetExhausted, Recommendation, Trial, TrialStatus
 
+REPLAYED_EVENTS = ("create", "ask", "tell", "cost_seed", "budget")  # what _replay acts on
 INITIAL_OFFSETS = (-0.5, 0.0, 0.5)  # decades around the prior optimum of the cheapest rung
 CANDIDATE_WINDOW = (-0.5, 0.4)  # decades around each rung's current best LR worth probing
 RECOMMENDATION_GRID = 161
@@ -60,8 +64,20 @@ def _single_threaded():
         torch.set_num_threads(before)
 
 
+def _is_number(value: object) -> bool:
+    # numpy scalars count (np.float32 is not a float, np.int64 not an int): values computed
+    # with numpy or read from a DataFrame are numbers to a user
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _whole(name: str, value: object, minimum: int, fix: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} {value!r} must be an integer >= {minimum}: {fix}")
+    return int(value)
+
+
 def _positive(name: str, value: object, fix: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _is_number(value) or not math.isfinite(value):
         raise ValueError(f"{name} {value!r} is not a number: {fix}")
     if value <= 0:
         raise ValueError(f"{name} {value!r} must be positive: {fix}")
@@ -118,35 +134,37 @@ class Study:
         self.price_per_hour = _positive(
             "price_per_hour", price_per_hour, "give the machine's dollars per hour, e.g. 1.5"
         )
-        if acquisition not in ACQUISITIONS:
+        if not isinstance(acquisition, str) or acquisition not in ACQUISITIONS:
             raise ValueError(
                 f"acquisition {acquisition!r} is unknown: choose one of {sorted(ACQUISITIONS)}"
             )
-        if (
-            isinstance(reserve, bool)
-            or not isinstance(reserve, int | float)
-            or not math.isfinite(reserve)
-            or reserve < 0
-        ):
+        if not _is_number(reserve) or not math.isfinite(reserve) or reserve < 0:
             raise ValueError(f"reserve {reserve!r} must be a number of dollars >= 0")
         if reserve >= budget:
             raise ValueError(f"reserve {reserve!r} leaves nothing of the budget {budget!r}")
-        if not 0.5 <= cost_quantile < 1.0:
+        if not (_is_number(cost_quantile) and 0.5 <= cost_quantile < 1.0):
             raise ValueError(f"cost_quantile {cost_quantile!r} must be in [0.5, 1), e.g. 0.9")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"seed {seed!r} must be an integer")
-        if not isinstance(n_initial, int) or n_initial < 0:
-            raise ValueError(f"n_initial {n_initial!r} must be an integer >= 0")
-        if not isinstance(lr_grid_size, int) or lr_grid_size < 5:
-            raise ValueError(f"lr_grid_size {lr_grid_size!r} must be an integer >= 5")
+        # numpy's generators take only seeds >= 0, and would say so only at the first ask
+        seed = _whole("seed", seed, 0, "e.g. seed=0")
+        n_initial = _whole("n_initial", n_initial, 0, "e.g. n_initial=3")
+        lr_grid_size = _whole("lr_grid_size", lr_grid_size, 5, "e.g. lr_grid_size=49")
         self.acquisition = acquisition
         self.reserve = float(reserve)
         self.cost_quantile = float(cost_quantile)
         self.seed = seed
-        self.tokens_per_step = int(tokens_per_step)
-        self.seq_len = int(seq_len)
+        self.tokens_per_step = _whole(
+            "tokens_per_step", tokens_per_step, 1, "llm.c's -d, e.g. 524288"
+        )
+        self.seq_len = _whole("seq_len", seq_len, 1, "llm.c's -t, e.g. 1024")
         self.n_initial = n_initial
         self.lr_grid_size = lr_grid_size
+        if prior is not None and not isinstance(prior, LearningRatePrior):
+            raise TypeError(
+                f"prior must be a LearningRatePrior (e.g. LearningRatePrior.from_lr(1.5e-3)), "
+                f"not {type(prior).__name__}"
+            )
+        if cost_model is not None and not isinstance(cost_model, CostModel):
+            raise TypeError(f"cost_model must be a CostModel, not {type(cost_model).__name__}")
         self.prior = prior or LearningRatePrior.from_scaling_laws(
             space.target.model, space.target.steps, self.tokens_per_step, self.seq_len
         )
@@ -195,7 +213,10 @@ class Study:
 
     def _open_journal(self, load_if_exists: bool) -> None:
         path = self.journal_path
-        exists = path.exists() and path.stat().st_size > 0
+        if path.is_dir():
+            raise JournalError(f"journal {path} is a directory: give the path of a .jsonl file")
+        # blank lines are no study: a file holding only those is started afresh
+        exists = path.exists() and path.read_bytes().strip() != b""
         if exists and not load_if_exists:
             raise JournalError(
                 f"journal {path} already exists: resume it with Study.load({str(path)!r}), pass "
@@ -217,7 +238,11 @@ class Study:
             self._journal.repair_tail(valid)
             wanted = self.budget
             self.budget = float(stored["budget"])
-            self._replay(events[1:])
+            try:
+                self._replay(events[1:])
+            except BaseException:
+                self.close()
+                raise
             if wanted != self.budget:
                 self.set_budget(wanted)
         else:
@@ -235,18 +260,28 @@ class Study:
         """Rebuild a study from its journal: same trials, same spend, same next proposal.
 
         With ``read_only`` the journal is not locked (for ``status``/plots while a loop runs);
-        such a study cannot ask or tell.
+        such a study cannot ask, tell, set_budget or log_event.
         """
         path = Path(path)
         events, valid = read_events(path)
         if not events:
             raise JournalError(f"journal {path} is empty: nothing to load")
-        config = events[0]["config"]
-        study = cls._from_config(config, path)
+        try:
+            study = cls._from_config(events[0]["config"], path)
+        except (KeyError, TypeError, ValueError) as err:
+            raise JournalError(
+                f"journal {path}: its 'create' event (line 1) is malformed ({err!r}): restore "
+                "the file from a copy (S3 sync keeps one)"
+            ) from None
         if not read_only:
             study._journal = Journal(path)
-            study._journal.repair_tail(valid)
-        study._replay(events[1:])
+        try:
+            if study._journal is not None:
+                study._journal.repair_tail(valid)
+            study._replay(events[1:])
+        except BaseException:
+            study.close()  # a failed load must not keep the journal locked
+            raise
         return study
 
     @classmethod
@@ -272,16 +307,24 @@ class Study:
     def _replay(self, events: list[dict]) -> None:
         for event in events:
             kind = event.get("event")
-            if kind == "ask":
-                self._trials.append(Trial.from_dict(event["trial"]))
-            elif kind == "tell":
-                self._apply_tell(event["trial_id"], event["result"])
-            elif kind == "cost_seed":
-                self._apply_cost_seed(event)
-            elif kind == "budget":
-                self.budget = float(event["budget"])
-            # unknown events (written by newer versions, or notes such as 'final') are kept
-            # in the file and ignored here
+            try:
+                if kind == "ask":
+                    self._trials.append(Trial.from_dict(event["trial"]))
+                elif kind == "tell":
+                    self._apply_tell(event["trial_id"], event["result"])
+                elif kind == "cost_seed":
+                    self._apply_cost_seed(event)
+                elif kind == "budget":
+                    self.budget = float(event["budget"])
+                # unknown events (written by newer versions, or notes such as 'final') are
+                # kept in the file and ignored here
+            except (KeyError, IndexError, TypeError, ValueError) as err:
+                # a hand-edited or foreign line: name it, not the line of costbo that tripped
+                raise JournalError(
+                    f"journal {self.journal_path}: this {kind!r} event is malformed ({err!r}): "
+                    f"{json.dumps(event)[:200]}; restore the file from a copy (S3 sync keeps "
+                    "one) or remove that line by hand"
+                ) from None
 
     def _log(self, event: dict) -> None:
         if self._journal is not None:
@@ -289,8 +332,14 @@ class Study:
 
     def log_event(self, event: dict) -> None:
         """Append a free-form event (e.g. the final run's outcome) to the journal."""
-        if "event" not in event or event["event"] in {"create", "ask", "tell", "cost_seed"}:
-            raise ValueError("a custom event needs its own 'event' name")
+        # every name that replay acts on: a custom 'budget' event without a valid budget would
+        # make the journal impossible to load
+        if not isinstance(event, dict) or event.get("event") in (None, *REPLAYED_EVENTS):
+            raise ValueError(
+                f"a custom event needs its own 'event' name, not one of {list(REPLAYED_EVENTS)}"
+                ", e.g. {'event': 'note', ...}"
+            )
+        self._require_writable()  # a read-only study would drop it without a word
         self._log(event)
 
     def close(self) -> None:
@@ -314,6 +363,7 @@ class Study:
 
     def set_budget(self, budget: float) -> None:
         """Change the total tuning budget (dollars); spend so far is unchanged."""
+        self._require_writable()  # else the change would vanish at the next load
         self.budget = _positive("budget", budget, "give the tuning budget in dollars, e.g. 20.0")
         self._log({"event": "budget", "budget": self.budget})
 
@@ -347,7 +397,7 @@ class Study:
         self, model: object, step_seconds: float, overhead_seconds: float | None = None
     ) -> None:
         """Seed the cost model with a measured seconds-per-step (e.g. from ``costbo probe``)."""
-        shape = model if isinstance(model, ModelShape) else ModelShape(*model)
+        shape = as_model(model, "seed_cost model")
         event = {
             "event": "cost_seed",
             "model": list(shape.as_tuple()),
@@ -707,7 +757,7 @@ class Study:
                 f"tell({trial_id}) needs seconds= (the run's wall-clock or simulated seconds): "
                 "the money a run spent is always accounted"
             )
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float | np.floating):
+        if not _is_number(seconds):
             raise ValueError(f"seconds {seconds!r} for trial {trial_id} must be a number")
         if not math.isfinite(seconds) or seconds < 0:
             raise ValueError(f"seconds {seconds!r} for trial {trial_id} must be finite and >= 0")
@@ -722,7 +772,7 @@ class Study:
                     f"tell({trial_id}) needs val_loss= for a finished run, or diverged=True, "
                     "failed=True or interrupted=True"
                 )
-            if isinstance(val_loss, bool) or not isinstance(val_loss, int | float | np.floating):
+            if not _is_number(val_loss):
                 raise ValueError(f"val_loss {val_loss!r} for trial {trial_id} must be a number")
             if not math.isfinite(val_loss):
                 raise ValueError(
@@ -744,7 +794,7 @@ class Study:
                 else TrialStatus.INTERRUPTED
             )
         loss = None
-        if val_loss is not None and isinstance(val_loss, int | float | np.floating):
+        if val_loss is not None and _is_number(val_loss):
             # the journal has no NaN: keep memory and a resumed study identical
             loss = float(val_loss) if math.isfinite(val_loss) else None
         return {
@@ -790,7 +840,7 @@ class Study:
         state = self._fit()
         lo, hi = self._recommendation_window(state)
         grid = np.linspace(lo, hi, RECOMMENDATION_GRID)
-        return recommend(
+        rec = recommend(
             state["posterior"],
             self._divergence,
             grid,
@@ -800,6 +850,14 @@ class Study:
             target_width=self.space.target.width,
             n_observations=len(informative),
             optimum_sd=state["posterior"].drift.sd(0.0, 0.0),
+        )
+        # The answer is searched within the LR bounds, so its interval ends there too: with
+        # narrow bounds (or an optimum near one) +-1.645 sd would reach LRs the user ruled out.
+        low, high = self.space.lr_bounds
+        return dataclasses.replace(
+            rec,
+            lr_low=min(max(rec.lr_low, low), rec.lr),
+            lr_high=max(min(rec.lr_high, high), rec.lr),
         )
 
     def posterior_slice(
@@ -824,6 +882,11 @@ class Study:
 
     def best_lr(self, fidelity: Fidelity) -> float:
         """The model's best LR at a fidelity (posterior-mean argmin on the candidate grid)."""
+        if fidelity not in self.space.fidelities:
+            raise ValueError(
+                f"({fidelity}) is not in this study's search space: pick one of "
+                "study.space.fidelities, or space.find(steps, model)"
+            )
         with _single_threaded():
             return 10.0 ** self._fit()["optimum"][fidelity]
 

@@ -269,6 +269,84 @@ def test_sigkill_of_costbo_mid_run_then_rerun_counts_the_lost_run(tmp_path, caps
     assert study.spent == pytest.approx(lost.cost + new.cost)
 
 
+def test_sigkill_of_costbo_mid_final_run_then_rerun_stops_the_orphan_and_counts_it(
+    tmp_path, capsys
+):
+    fast = write_fake_trainer(tmp_path, "fast_trainer")
+    config_path = write_config(tmp_path, str(fast), simulated=False)
+    assert main(["optimize", "--config", str(config_path), "--max-runs", "3"]) == 0
+    runs_dir = tmp_path / "runs"
+    journal = runs_dir / "study.jsonl"
+    # The final trainer hangs after 5 steps, so it outlives costbo's SIGKILL.
+    set_binary(config_path, write_fake_trainer(tmp_path, "hanging_trainer", hang_at_step=5))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "costbo.cli", "final", "--config", str(config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+
+    def final_step_5() -> bool:
+        return any(b" 5/4725" in p.read_bytes() for p in runs_dir.glob("final_*/stdout.log"))
+
+    try:
+        wait_for(final_step_5, 90, "the final trainer's fifth step")
+        killed_at = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    (run_dir,) = runs_dir.glob("final_*")
+    started = json.loads((run_dir / "trial.json").read_text())["started_at"]
+    try:
+        assert trainer_pids(run_dir), "the final trainer should outlive costbo's SIGKILL"
+        set_binary(config_path, fast)
+        capsys.readouterr()
+        assert main(["final", "--config", str(config_path)]) == 0
+    finally:
+        for pid in live_leftovers(run_dir, wait_seconds=0):  # only if costbo failed to
+            os.kill(pid, signal.SIGKILL)
+    assert "recovered the final run" in capsys.readouterr().out
+    assert live_leftovers(run_dir) == []  # stopped before the second attempt was launched
+    events, _ = read_events(journal)
+    lost, done = [e for e in events if e["event"] == "final"]
+    assert lost["status"] == "interrupted" and lost["recovered"] is True
+    assert lost["seconds"] >= killed_at - started  # its money is counted
+    assert lost["dollars"] == pytest.approx(lost["seconds"] / 3600 * 1.5)
+    assert done["status"] == "complete"
+    assert done["total_seconds"] == pytest.approx(lost["seconds"] + done["seconds"])
+
+
+def test_paths_that_cannot_be_used_are_one_line_errors_before_any_run(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    assert main(["init", str(a_file / "costbo.toml")]) == 2
+    assert f"cannot be written (File exists: {a_file})" in capsys.readouterr().err
+
+    config_path = write_config(tmp_path, "costbo-sim", simulated=True)
+    text = config_path.read_text()
+    journal = tmp_path / "runs" / "study.jsonl"
+    config_path.write_text(text.replace('dir = "."', 'dir = "no_such_dir"'))
+    assert main(["optimize", "--config", str(config_path)]) == 2
+    assert "[llmc] dir = " in capsys.readouterr().err
+    assert not journal.exists()  # refused before the study was opened: no trial journaled
+    config_path.write_text(
+        text.replace('runs_dir = "runs"', f"runs_dir = {json.dumps(str(a_file))}")
+    )
+    for command in ("optimize", "probe", "final"):
+        assert main([command, "--config", str(config_path)]) == 2
+        assert "[study] runs_dir = " in capsys.readouterr().err
+
+    config_path.write_text(text)
+    assert main(["optimize", "--config", str(config_path), "--max-runs", "1"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--config", str(config_path), "--out", str(tmp_path)]) == 2
+    assert f"cannot be written (Is a directory: {tmp_path})" in capsys.readouterr().err
+    assert main(["plot", "--config", str(config_path), "--out", str(a_file)]) == 2
+    assert "figures folder" in capsys.readouterr().err
+
+
 def test_resuming_with_changed_settings_names_the_key_but_a_new_budget_applies(tmp_path, capsys):
     config_path = write_config(tmp_path, "costbo-sim", simulated=True)
     assert main(["optimize", "--config", str(config_path), "--max-runs", "0"]) == 0

@@ -146,3 +146,11 @@ def test_configuration_survives_a_dict_round_trip():
     again = CostModel.from_dict(model.to_dict())
     for shape in LADDER:
         assert again.predict(321, shape) == model.predict(321, shape)
+
+
+@pytest.mark.parametrize("name", ["step_fixed_seconds", "overhead_seconds"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_fixed_seconds_are_rejected_by_name(name, value):
+    # NaN passed `value < 0`: every predicted cost became NaN and the budget guard refused all
+    with pytest.raises(ValueError, match=f"{name} {value} must be a number of seconds >= 0"):
+        CostModel(PRICE, **{name: value})

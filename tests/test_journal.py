@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 from costbo import Study, TrialStatus
@@ -179,6 +180,70 @@ def test_loading_a_missing_empty_or_foreign_file_gives_a_clear_error(tmp_path):
     foreign.write_text('{"event": "ask", "trial": {}}\n')
     with pytest.raises(JournalError, match="does not start with a 'create' event"):
         Study.load(foreign)
+
+
+def test_blank_lines_left_by_removing_a_corrupt_line_by_hand_are_skipped(tmp_path, cheap_space):
+    # the corrupt-line error says "remove that line by hand"; an editor may leave it blank
+    path = tmp_path / "study.jsonl"
+    with Study(cheap_space, budget=BUDGET, journal=path) as study:
+        fixed_history(study)
+    lines = journal_lines(path)
+    path.write_bytes(b"\n".join([*lines[:2], b"", *lines[2:]]) + b"\n\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resumed = Study.load(path)
+    resumed.tell(1, val_loss=7.4, seconds=64.0)
+    resumed.close()
+    assert [t.val_loss for t in Study.load(path, read_only=True).trials] == [7.6, 7.4]
+
+
+def test_malformed_event_is_a_journal_error_and_leaves_the_journal_unlocked(tmp_path, cheap_space):
+    path = tmp_path / "study.jsonl"
+    with Study(cheap_space, budget=BUDGET, journal=path) as study:
+        fixed_history(study)
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"event": "tell", "trial_id": 5, "result": {}}\n')
+    with pytest.raises(JournalError, match="this 'tell' event is malformed") as err:
+        Study.load(path)
+    assert '"trial_id": 5' in str(err.value)
+    path.write_bytes(good)
+    Study.load(path).close()  # not JournalLocked by the failed load
+
+
+def test_journal_path_that_is_a_directory_is_named_as_one(tmp_path, cheap_space):
+    with pytest.raises(JournalError, match="is a directory"):
+        Study(cheap_space, budget=BUDGET, journal=tmp_path)
+
+
+def test_custom_event_with_a_name_that_replay_acts_on_is_refused(tmp_path, cheap_space):
+    # a 'budget' note without a budget would make the journal impossible to load
+    path = tmp_path / "study.jsonl"
+    with Study(cheap_space, budget=BUDGET, journal=path) as study:
+        with pytest.raises(ValueError, match="needs its own 'event' name"):
+            study.log_event({"event": "budget", "note": "approved"})
+        study.log_event({"event": "note", "text": "approved"})
+    assert Study.load(path, read_only=True).budget == BUDGET
+
+
+def test_read_only_study_refuses_changes_it_could_not_journal(tmp_path, cheap_space):
+    path = tmp_path / "study.jsonl"
+    with Study(cheap_space, budget=BUDGET, journal=path) as study:
+        fixed_history(study)
+    reader = Study.load(path, read_only=True)
+    with pytest.raises(JournalError, match="closed or read-only"):
+        reader.set_budget(5.0)
+    with pytest.raises(JournalError, match="closed or read-only"):
+        reader.log_event({"event": "final", "lr": 1e-3})
+    assert reader.budget == BUDGET
+
+
+def test_numpy_arrays_in_user_attrs_are_journaled_as_lists(tmp_path, cheap_space):
+    path = tmp_path / "study.jsonl"
+    with Study(cheap_space, budget=BUDGET, journal=path) as study:
+        trial = study.ask(lr=1e-3, steps=50, model=64)
+        curve = np.array([7.9, 7.6, np.nan])
+        study.tell(trial.id, val_loss=7.6, seconds=64.0, user_attrs={"val_curve": curve})
+    assert Study.load(path, read_only=True).trials[0].user_attrs == {"val_curve": [7.9, 7.6, None]}
 
 
 # --- one writer at a time ----------------------------------------------------------------------

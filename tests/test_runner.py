@@ -376,6 +376,14 @@ def test_bad_arguments_fail_before_anything_is_launched(tmp_path):
         Runner(runner.settings, 0.0)
 
 
+def test_a_run_dir_that_cannot_be_created_is_a_value_error_not_an_os_error(tmp_path):
+    runner = make_runner(tmp_path)
+    a_file = tmp_path / "runs"
+    a_file.write_text("not a folder")
+    with pytest.raises(ValueError, match="cannot be created .*Not a directory"):
+        runner.run(make_trial(), a_file / "trial-7")
+
+
 def test_simulated_kills_account_the_sim_clock_at_the_kill_not_what_follows(tmp_path):
     # The fake prints instantly-ish, as costbo-sim does: what it prints after the kill was
     # requested would not have been spent by a real run that was killed there.

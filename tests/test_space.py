@@ -118,6 +118,17 @@ def test_numpy_integer_rungs_are_accepted():
     assert space.target == Fidelity(4725, ModelShape(12, 768, 12))
 
 
+def test_numpy_integer_shapes_are_accepted_in_models_pairs_and_find():
+    d, c, h = np.int64(1), np.int64(64), np.int64(1)
+    grid = SearchSpace(lr=(1e-5, 1e-1), steps=STEPS, models=[(d, c, h), (12, 768, 12)])
+    assert grid.find(np.int64(50), np.int64(64)) == Fidelity(50, ModelShape(1, 64, 1))
+    assert grid.find(50, (d, c, h)) == Fidelity(50, ModelShape(1, 64, 1))
+    pairs = SearchSpace(
+        lr=(1e-5, 1e-1), pairs=[(np.int64(50), np.int64(64))], target=(4725, np.int64(768))
+    )
+    assert pairs.fidelities[0] == Fidelity(50, ModelShape(1, 64, 1))
+
+
 # --- model shapes ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("model", "phrase", "named"),
@@ -230,6 +241,22 @@ def test_pairs_form_rejects_a_duplicated_pair():
         )
 
 
+def test_pairs_form_rejects_two_shapes_with_the_same_steps_and_width():
+    # the model sees (steps, width) only: a shallower full-length run would pass for the target
+    with pytest.raises(ValueError, match="same steps and width") as err:
+        SearchSpace(
+            lr=(1e-5, 1e-1), pairs=[(50, 64), (4725, (6, 768, 12))], target=(4725, (12, 768, 12))
+        )
+    assert "d6c768h12" in str(err.value)
+
+
+@pytest.mark.parametrize("target", [4725, (4725, 768, 12)], ids=["bare-steps", "three-items"])
+def test_pairs_target_that_is_not_a_steps_model_pair_is_rejected_by_value(target):
+    with pytest.raises(ValueError, match="must be \\(steps, model\\)") as err:
+        SearchSpace(lr=(1e-5, 1e-1), pairs=[(50, 64)], target=target)
+    assert repr(target) in str(err.value)
+
+
 def test_pairs_form_rejects_a_bad_shape_naming_the_pair():
     with pytest.raises(ValueError, match=r"pairs\[1\]") as err:
         SearchSpace(
@@ -255,6 +282,21 @@ def test_find_rejects_a_fidelity_outside_the_space_listing_the_allowed_ones():
     with pytest.raises(ValueError, match="not in the search space") as err:
         space.find(200, 128)
     assert "200 steps" in str(err.value)
+
+
+def test_find_by_width_gives_the_spaces_own_shape_of_that_width():
+    space = SearchSpace(lr=(1e-5, 1e-1), steps=[50, 100], models=[(1, 32, 1), (2, 96, 3)])
+    assert space.find(50, 96) == Fidelity(50, ModelShape(2, 96, 3))
+    assert space.find(100, 32) == Fidelity(100, ModelShape(1, 32, 1))
+    with pytest.raises(ValueError, match="width 64\\) is not in the search space"):
+        space.find(50, 64)
+
+
+@pytest.mark.parametrize("steps", [50.5, 50.0, "50"])
+def test_find_rejects_steps_that_are_not_whole_numbers_instead_of_truncating(steps):
+    space = SearchSpace(lr=(1e-5, 1e-1), steps=STEPS, widths=WIDTHS)
+    with pytest.raises(ValueError, match=f"steps {steps!r} is not a positive integer"):
+        space.find(steps, 64)
 
 
 @pytest.mark.parametrize("form", ["grid", "pairs"])

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from costbo import Study, TrialStatus
+from costbo import Fidelity, SearchSpace, Study, TrialStatus
+from costbo.priors import LearningRatePrior
 
 
 @pytest.fixture
@@ -72,6 +74,47 @@ def test_space_that_is_not_a_search_space_is_rejected():
 def test_cost_quantile_below_the_median_is_rejected(cheap_space):
     with pytest.raises(ValueError, match="cost_quantile 0.3"):
         Study(cheap_space, budget=2.0, cost_quantile=0.3)
+
+
+def test_numpy_scalars_are_numbers_wherever_a_study_takes_one(cheap_space):
+    # values computed with numpy (np.float32 is no float, np.int64 no int) are numbers to a user
+    study = Study(
+        cheap_space,
+        budget=np.float32(2.0),
+        price_per_hour=np.float32(1.5),
+        seed=np.int64(3),
+        n_initial=np.int64(3),
+        lr_grid_size=np.int64(49),
+    )
+    assert (study.budget, study.price_per_hour, study.seed) == (2.0, 1.5, 3)
+    trial = study.ask(lr=np.float32(1e-3), steps=np.int64(50), model=np.int64(64))
+    assert (trial.steps, trial.width) == (50, 64)
+    study.tell(trial.id, val_loss=np.float32(7.5), seconds=np.int64(60))
+    assert study.spent == pytest.approx(60.0 / 3600 * 1.5)
+
+
+def test_negative_seed_is_rejected_when_the_study_is_made_not_at_the_first_ask(cheap_space):
+    with pytest.raises(ValueError, match="seed -1 must be an integer >= 0"):
+        Study(cheap_space, budget=2.0, seed=-1)
+
+
+@pytest.mark.parametrize(("name", "value"), [("tokens_per_step", 0), ("seq_len", -1024)])
+def test_llmc_batch_and_sequence_length_must_be_positive_integers(cheap_space, name, value):
+    with pytest.raises(ValueError, match=f"{name} {value} must be an integer >= 1"):
+        Study(cheap_space, budget=2.0, **{name: value})
+
+
+@pytest.mark.parametrize("field", ["target_sd", "width_slope", "divergence_ratio"])
+def test_prior_with_a_non_finite_value_is_rejected_by_name(field):
+    with pytest.raises(ValueError, match=f"prior {field} (inf|nan) must be a finite number"):
+        LearningRatePrior(target_log10_lr=-3.0, **{field: math.inf if "sd" in field else math.nan})
+
+
+def test_prior_or_cost_model_of_the_wrong_type_is_rejected_by_type(cheap_space):
+    with pytest.raises(TypeError, match="prior must be a LearningRatePrior"):
+        Study(cheap_space, budget=2.0, prior=1.5e-3)
+    with pytest.raises(TypeError, match="cost_model must be a CostModel, not str"):
+        Study(cheap_space, budget=2.0, cost_model="a10g")
 
 
 # --- tell --------------------------------------------------------------------------------------
@@ -176,7 +219,30 @@ def test_fixed_ask_needs_lr_steps_and_model(study):
         study.ask(lr=1e-3, steps=50)
 
 
+def test_seed_cost_takes_a_width_as_ask_does(study):
+    study.seed_cost(64, step_seconds=0.45)
+    assert study.cost_model.step_seconds(study.space.find(50, 64).model) == pytest.approx(
+        0.45, rel=0.3
+    )
+
+
+def test_best_lr_at_a_fidelity_outside_the_space_names_it(study, cheap_space):
+    outside = Fidelity(75, cheap_space.target.model)
+    with pytest.raises(ValueError, match="75 steps x d12c768h12\\) is not in this study's"):
+        study.best_lr(outside)
+
+
 # --- recommend ---------------------------------------------------------------------------------
+def test_recommended_interval_stays_within_the_lr_bounds(landscape):
+    # a narrow range around the optimum: +-1.645 sd of the optimum reaches far past both ends
+    space = SearchSpace(lr=(1e-3, 2e-3), steps=[50, 100, 4725], widths=[64, 128, 768])
+    study = Study(space, budget=2.0)
+    for lr in (1e-3, 1.4e-3, 2e-3):
+        landscape.tell(study, study.ask(lr=lr, steps=50, model=64))
+    rec = study.recommend()
+    assert 1e-3 <= rec.lr_low <= rec.lr <= rec.lr_high <= 2e-3
+
+
 def test_recommend_before_any_tell_gives_a_clear_error(study):
     with pytest.raises(ValueError, match=r"no finished runs yet: tell\(\)"):
         study.recommend()

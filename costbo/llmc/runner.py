@@ -333,7 +333,13 @@ class Runner:
             limit_seconds = float(predicted_seconds) * cost_margin
         if max_dollars is not None:
             limit_seconds = min(limit_seconds, max_dollars / self.price_per_hour * 3600.0)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(
+                f"run dir {run_dir} cannot be created ({err.strerror}): the "
+                "runs directory must be a folder you can write to"
+            ) from None
 
         cwd = os.path.abspath(os.path.expanduser(self.settings.llmc_dir))
         stdbuf = shutil.which("stdbuf") if self.settings.use_stdbuf else None
