@@ -483,7 +483,7 @@ class Study:
                 f"${self.reserve:.2f}); the cheapest run may cost up to "
                 f"${cheapest.upper_dollars:.2f} (q{self.cost_quantile:.2f})"
             )
-        taken = self._taken_points()
+        taken = self._taken_points() | self._doomed_points()
         initial = self._initial_design(affordable, predictions, taken)
         if initial is not None:
             return initial
@@ -515,7 +515,10 @@ class Study:
                     (f, i, u, s, w) for i, u in enumerate(self.lr_grid) if (f, i) not in taken
                 )
         if not rows:
-            raise BudgetExhausted("every affordable (LR, fidelity) point has been run already")
+            raise BudgetExhausted(
+                "every affordable (LR, fidelity) point has been run already, or lies at or "
+                "above an LR that diverged at that fidelity"
+            )
         u = np.array([r[2] for r in rows])
         s = np.array([r[3] for r in rows])
         w = np.array([r[4] for r in rows])
@@ -563,6 +566,27 @@ class Study:
             idx = int(np.abs(self.lr_grid - math.log10(t.lr)).argmin())
             taken.add((fid, idx))
         return taken
+
+    def _doomed_points(self) -> set[tuple[Fidelity, int]]:
+        """(fidelity, LR grid index) at or above an LR that diverged at that same fidelity.
+
+        llm.c runs the same data in the same order at a fixed (steps, shape), so a higher max LR
+        there only makes the same run less stable: such a run would diverge too and its money
+        would buy nothing. The soft divergence model alone can leave one looking worth a try,
+        and a study whose first runs all diverged then climbed into one certain divergence after
+        another. Other fidelities are not ruled out: a longer run warms up for longer, and a
+        narrower model tolerates higher LRs.
+        """
+        lowest: dict[Fidelity, float] = {}
+        for t in self._trials:
+            if t.status is TrialStatus.DIVERGED:
+                fid = Fidelity(t.steps, t.model)
+                lowest[fid] = min(lowest.get(fid, math.inf), math.log10(t.lr))
+        return {
+            (fid, i)
+            for fid, ceiling in lowest.items()
+            for i in np.flatnonzero(self.lr_grid >= ceiling - 1e-9).tolist()
+        }
 
     def _initial_design(self, affordable, predictions, taken):
         """A few cheap runs spread over log LR at the cheapest rung before any model is used."""
@@ -853,7 +877,11 @@ class Study:
         )
         # The answer is searched within the LR bounds, so its interval ends there too: with
         # narrow bounds (or an optimum near one) +-1.645 sd would reach LRs the user ruled out.
+        # Nor can the best full-scale LR lie at or above an LR that diverged at a smaller
+        # fidelity (the answer's own cap), so the interval ends below that as well.
         low, high = self.space.lr_bounds
+        if rec.lr_cap is not None:
+            high = min(high, rec.lr_cap)
         return dataclasses.replace(
             rec,
             lr_low=min(max(rec.lr_low, low), rec.lr),

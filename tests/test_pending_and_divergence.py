@@ -4,6 +4,7 @@ failed and interrupted runs cost money but teach nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -104,6 +105,8 @@ def test_recommendation_stays_strictly_below_every_lr_that_diverged(cheap_space,
     assert rec.lr_cap == pytest.approx(0.8 * free)
     assert rec.lr < 0.8 * free
     assert rec.lr_low <= rec.lr <= rec.lr_high
+    # the best full-scale LR cannot lie above an LR that diverged at a smaller fidelity
+    assert rec.lr_high <= rec.lr_cap
 
 
 def test_recommendation_from_runs_around_each_rungs_optimum_brackets_the_true_lr(
@@ -129,6 +132,29 @@ def test_all_diverged_study_still_recommends_below_the_lowest_diverged_lr(cheap_
     assert rec.lr < 3e-2
     assert rec.lr_cap == 3e-2
     assert all_finite(rec.lr, rec.lr_low, rec.lr_high, rec.divergence_probability)
+
+
+def test_no_run_is_asked_at_or_above_an_lr_that_diverged_at_its_fidelity(cheap_space, landscape):
+    # A world that diverges ~10x below where the prior puts the optimum: the initial design's
+    # runs diverge, and the study must look lower rather than spend its budget on certain
+    # divergences above them (it used to climb, one diverging run after another).
+    world = dataclasses.replace(landscape, target_lr=1.5e-4, divergence_ratio=2.0)
+    study = Study(cheap_space, budget=2.0, price_per_hour=PRICE, seed=0)
+    lowest_diverged: dict[tuple[int, int], float] = {}
+    for _ in range(25):
+        try:
+            trial = study.ask()
+        except BudgetExhausted:
+            break
+        key = (trial.steps, trial.width)
+        assert trial.lr < lowest_diverged.get(key, math.inf), (trial, lowest_diverged)
+        world.tell(study, trial)
+        if study.trials[trial.id].diverged:
+            lowest_diverged[key] = min(lowest_diverged.get(key, math.inf), trial.lr)
+    assert lowest_diverged, "the world should have made some runs diverge"
+    completed = [t for t in study.trials if t.val_loss is not None]
+    assert completed, "the study never found an LR that trains"
+    assert study.recommend().lr < min(lowest_diverged.values())
 
 
 def test_one_observation_gives_a_wide_interval_around_the_prior_centre(cheap_space, landscape):
